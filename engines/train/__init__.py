@@ -1,0 +1,1 @@
+"""Training-time code: synthetic distortions, pristine content, pseudo-labels, training loops."""

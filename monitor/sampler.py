@@ -1,0 +1,84 @@
+"""Small timing helpers of the stream workers: time-based sampling, real-time pacing, backoff."""
+from __future__ import annotations
+
+import random
+import time
+
+
+class Sampler:
+    """Picks frames ``interval`` seconds apart on a clock (stream pts or wall time).
+
+    The first frame is always taken. A clock that goes backwards or leaps forward by more than
+    ``max_jump`` seconds (a reconnect, a loop, a broken timestamp) restarts the schedule at the
+    new time instead of taking a burst of frames or none for a long while.
+    """
+
+    def __init__(self, interval: float, max_jump: float = 10.0):
+        if interval <= 0:
+            raise ValueError("interval must be > 0")
+        self.interval = float(interval)
+        self.max_jump = max(float(max_jump), 2 * self.interval)
+        self._next: float | None = None
+        self._last: float | None = None
+
+    def reset(self) -> None:
+        self._next = self._last = None
+
+    def take(self, t: float) -> bool:
+        last, self._last = self._last, t
+        if self._next is None or (last is not None and (t < last or t - last > self.max_jump)):
+            self._next = t + self.interval
+            return True
+        if t + 1e-6 >= self._next:
+            self._next += self.interval
+            if self._next <= t:  # fell behind by more than one interval: re-anchor
+                self._next = t + self.interval
+            return True
+        return False
+
+
+class Pacer:
+    """Holds a file's decoding back to real time: frame at stream time ``t`` is released at
+    ``start_wall + (t - start_t)``. Resynchronises when the clock jumps (loops, broken pts)."""
+
+    def __init__(self, max_lead: float = 2.0, clock=time.monotonic, sleep=time.sleep):
+        self.max_lead = max_lead
+        self._clock, self._sleep = clock, sleep
+        self._origin: tuple[float, float] | None = None  # (stream t, wall)
+        self._last_t: float | None = None
+
+    def reset(self) -> None:
+        self._origin = self._last_t = None
+
+    def delay(self, t: float) -> float:
+        """Seconds to wait before frame time ``t`` is due (0 when due); re-anchors on jumps."""
+        now = self._clock()
+        if self._origin is None or (self._last_t is not None and (t < self._last_t or t - self._last_t > self.max_lead)):
+            self._origin = (t, now)
+        self._last_t = t
+        due = self._origin[1] + (t - self._origin[0])
+        lag = now - due
+        if lag > self.max_lead:  # far behind (slow decode, suspended): do not race to catch up
+            self._origin = (t, now)
+            return 0.0
+        return max(0.0, -lag)
+
+
+class Backoff:
+    """Exponential backoff with jitter: initial, initial*m, ... capped at ``max_delay``."""
+
+    def __init__(self, initial: float = 1.0, max_delay: float = 30.0, multiplier: float = 2.0,
+                 jitter: float = 0.3, rng: random.Random | None = None):
+        self.initial, self.max_delay, self.multiplier, self.jitter = initial, max_delay, multiplier, jitter
+        self._rng = rng or random.Random()
+        self.attempt = 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        base = min(self.max_delay, self.initial * (self.multiplier ** self.attempt))
+        self.attempt += 1
+        if self.jitter:
+            base *= 1.0 + self._rng.uniform(-self.jitter, self.jitter)
+        return max(0.0, min(base, self.max_delay * (1.0 + self.jitter)))

@@ -1,0 +1,190 @@
+"""Configuration: typed tree, defaults + per-stream overrides, ${ENV} secrets, errors that name the field."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor.config import (ConfigError, Scrubber, config_from_dict, load_config, parse_config, redact_url,
+                            stream_name_for)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "deploy" / "vqmon.example.yaml"
+
+
+def _err(text: str, env: dict | None = None) -> str:
+    with pytest.raises(ConfigError) as ei:
+        parse_config(text, env=env or {})
+    return str(ei.value)
+
+
+def test_defaults_and_overrides():
+    cfg = parse_config("""
+defaults:
+  sample_rate: 2
+  model: glint
+  alerts: {quality_low: {threshold: 35}}
+  timeouts: {open: 5}
+streams:
+  - name: cam1
+    url: rtsp://10.0.0.5/stream1
+    alerts: {quality_low: {critical_threshold: 10}, noisy: {enabled: false}}
+    timeouts: {read: 3}
+  - name: file.clip_2
+    url: /media/clip.mp4
+    sample_rate: 0.5
+    model: bifusion
+    loop: true
+engine: {backend: cpu, max_batch: 4}
+""", env={})
+    a, b = cfg.streams
+    assert (a.sample_rate, a.model, b.sample_rate, b.model) == (2, "glint", 0.5, "bifusion")
+    assert a.timeouts.open == 5 and a.timeouts.read == 3 and b.timeouts.read == 10
+    assert a.alerts["quality_low"] == {"threshold": 35, "critical_threshold": 10}
+    rules = {r.condition: r for r in a.alert_rules()}
+    assert rules["quality_low"].threshold == 35 and rules["quality_low"].critical_threshold == 10
+    assert not rules["noisy"].enabled
+    assert {r.condition: r for r in b.alert_rules()}["noisy"].enabled
+    assert not a.is_file and b.is_file and b.loop and not a.loop
+    assert cfg.engine.backend == "cpu" and cfg.engine.max_batch == 4
+    assert cfg.models() == ["bifusion", "glint"]
+    assert cfg.redis.url is None and cfg.redis.enabled  # embedded redis by default
+    assert cfg.metrics.address == ("127.0.0.1", 9108)
+    assert cfg.state_ttl(a) == 5.0 and cfg.state_ttl(b) == 6.0  # 3x interval, at least 5 s
+
+
+def test_env_substitution_and_secrets_not_in_repr_or_summary():
+    cfg = parse_config("""
+streams:
+  - name: cam
+    url: rtsp://viewer:${CAM_PW}@127.0.0.1:8554/x?token=${TOKEN:-tok123}
+redis: {url: "redis://:${REDIS_PW}@127.0.0.1:6379/0"}
+""", env={"CAM_PW": "s3cret", "REDIS_PW": "redispw"})
+    s = cfg.streams[0]
+    assert s.url == "rtsp://viewer:s3cret@127.0.0.1:8554/x?token=tok123"
+    assert s.redacted_url == "rtsp://viewer:***@127.0.0.1:8554/x?token=***"
+    for text in (repr(cfg), str(cfg), repr(s), cfg.summary(), repr(cfg.redis)):
+        assert "s3cret" not in text and "tok123" not in text and "redispw" not in text
+    assert "$$" not in parse_config("streams: [{name: a, url: 'x$$y'}]", env={}).streams[0].url
+
+
+def test_missing_env_variable_names_the_field():
+    msg = _err("streams:\n  - {name: a, url: 'rtsp://u:${NOPE}@h/x'}\n")
+    assert "streams[0].url" in msg and "NOPE" in msg
+
+
+@pytest.mark.parametrize("text, field, reason", [
+    ("streams: [{name: a, url: x, sample_rate: -1}]", "streams[0] 'a'.sample_rate", "greater than 0"),
+    ("streams: [{name: a, url: x, samplerate: 1}]", "streams[0] 'a'.samplerate", "unknown field"),
+    ("streams: [{name: 'bad name', url: x}]", "streams[0] 'bad name'.name", "not a valid stream name"),
+    ("streams: [{name: 'a:b', url: x}]", "streams[0] 'a:b'.name", "not a valid stream name"),
+    ("streams: [{url: x}]", "streams[0].name", "required"),
+    ("streams: []", "streams", "at least 1"),
+    ("defaults: {sample_rate: 0}\nstreams: [{name: a, url: x}]", "defaults.sample_rate", "greater than 0"),
+    ("streams: [{name: a, url: x, alerts: {quality_low: {threshold: 50, clear_threshold: 10}}}]",
+     "alerts.quality_low", "clear_threshold"),
+    ("streams: [{name: a, url: x, alerts: {quality_low: {treshold: 50}}}]", "alerts.quality_low.treshold",
+     "Extra inputs"),
+    ("streams: [{name: a, url: x, detectors: {settings: {black_ratio_threshold: 3}}}]",
+     "streams[0] 'a'.detectors.settings.black_ratio_threshold", "less than or equal to 1"),
+    ("streams: [{name: a, url: x}]\nmetrics: {listen: nope}", "metrics.listen", "HOST:PORT"),
+    ("streams: [{name: a, url: x}]\nredis: {url: 'http://h'}", "redis.url", "redis://"),
+    ("streams: [{name: a, url: x}]\nengine: {max_batch: 0}", "engine.max_batch", "greater than or equal to 1"),
+    ("streams: [{name: a, url: x}, {name: a, url: y}]", "streams[1].name", "already used"),
+    ("streams: [{name: a, url: x}]\nbogus: 1", "bogus", "unknown field"),
+])
+def test_invalid_config_names_field_and_reason(text, field, reason):
+    msg = _err(text)
+    assert field in msg, msg
+    assert reason in msg, msg
+
+
+def test_yaml_syntax_error_has_position():
+    msg = _err("streams:\n  - name: a\n    url: [unclosed\n")
+    assert "line" in msg and "not valid YAML" in msg
+
+
+def test_password_not_echoed_in_errors():
+    msg = _err("streams: [{name: a, url: 'rtsp://u:s3cret@h/x', sample_rate: 0}]")
+    assert "sample_rate" in msg and "s3cret" not in msg
+
+
+def test_redact_and_scrub():
+    url = "srt://host:9000?mode=caller&passphrase=verysecret&latency=200"
+    assert redact_url(url) == "srt://host:9000?mode=caller&passphrase=***&latency=200"
+    assert redact_url("/path/to/file.mp4") == "/path/to/file.mp4"
+    assert redact_url("rtsp://user@h/x") == "rtsp://user@h/x"
+    s = Scrubber(["rtsp://user:p%40ss@h:554/x", url])
+    out = s("failed rtsp://user:p%40ss@h:554/x (p@ss) and verysecret")
+    assert "p%40ss" not in out and "p@ss" not in out and "verysecret" not in out
+    assert "rtsp://user:***@h:554/x" in out
+
+
+def test_stream_names_from_sources():
+    taken: set[str] = set()
+    assert stream_name_for("/a/b/clip one.mp4", taken) == "clip_one"
+    assert stream_name_for("/c/clip one.mp4", taken) == "clip_one-2"
+    assert stream_name_for("rtsp://u:pw@cam.local:554/live/main", taken) == "cam.local-main"
+    assert stream_name_for("udp://239.0.0.1:1234", taken) == "239.0.0.1"
+
+
+def test_example_config_loads_with_env(monkeypatch):
+    monkeypatch.setenv("CAM1_PASSWORD", "pw1")
+    monkeypatch.setenv("REDIS_PASSWORD", "pw2")
+    cfg = load_config(EXAMPLE)
+    assert len(cfg.streams) >= 2
+    assert all("pw1" not in line for line in cfg.summary().splitlines())
+
+
+def test_check_config_command(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("streams: [{name: a, url: /tmp/x.mp4}]\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("streams: [{name: a, url: /tmp/x.mp4, sample_rate: fast}]\n")
+    code = ("import argparse, sys; from monitor.service import register; p = argparse.ArgumentParser(); "
+            "s = p.add_subparsers(dest='c'); register(s); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
+    r = subprocess.run([sys.executable, "-c", code, "check-config", str(good)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-c", code, "check-config", str(bad)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode == 2
+    assert "streams[0] 'a'.sample_rate" in r.stderr and "fast" in r.stderr
+
+
+def _args(**kw) -> argparse.Namespace:
+    base = dict(config=None, sources=[], demo=False, loop=False, sample_rate=None, model=None, backend=None,
+                max_batch=None, weights=None, redis=None, metrics=None, no_console=False, duration=None)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_quick_form_and_overrides(tmp_path):
+    from monitor.service import build_config, demo_sources
+    cfg = build_config(_args(sources=["/x/a.mp4", "rtsp://u:pw@cam/live"], sample_rate=3.0, backend="cpu",
+                             redis="none", metrics="127.0.0.1:0", no_console=True))
+    assert [s.name for s in cfg.streams] == ["a", "cam-live"]
+    assert all(s.sample_rate == 3.0 for s in cfg.streams)
+    assert not cfg.streams[0].loop
+    assert cfg.engine.backend == "cpu" and not cfg.redis.enabled and cfg.metrics.address[1] == 0
+    assert not cfg.console
+    demo = build_config(_args(demo=True))
+    assert len(demo.streams) == len(demo_sources()) >= 2
+    assert all(s.loop and s.pace for s in demo.streams)
+    f = tmp_path / "c.yaml"
+    f.write_text("defaults: {sample_rate: 1}\nstreams: [{name: a, url: /x.mp4, sample_rate: 5}]\n"
+                 "redis: {url: 'redis://127.0.0.1:1/0'}\n")
+    cfg = build_config(_args(config=str(f), sample_rate=0.5, redis="unix:///tmp/r.sock"))
+    assert cfg.streams[0].sample_rate == 0.5 and cfg.redis.url == "unix:///tmp/r.sock"
+    with pytest.raises(ConfigError, match="no stream"):
+        build_config(_args())
+
+
+def test_config_from_dict_roundtrip():
+    cfg = config_from_dict({"streams": [{"name": "a", "url": "udp://0.0.0.0:1234", "options": {"fifo_size": 1000,
+                                                                                           "reuse": True}}]})
+    assert cfg.streams[0].options == {"fifo_size": "1000", "reuse": "true"}
+    assert cfg.streams[0].scheme == "udp"

@@ -10,7 +10,7 @@ Layout (every key optional except ``streams``; see ``deploy/vqmon.example.yaml``
       reconnect: {initial_delay: 1, max_delay: 30, multiplier: 2, jitter: 0.3}
       timeouts: {open: 10, read: 10, stale: 5, hang: 30}
       loop: false      # files: start again at EOF (false: the stream ends at EOF)
-      pace: true       # files: decode at real time (false: as fast as possible)
+      pace: null       # real time: null = files yes, network no; true/false to force
       options: {}      # extra FFmpeg/PyAV options for av.open
     streams:
       - name: cam1     # [A-Za-z0-9_.-]{1,64}: used in Redis keys and metric labels
@@ -113,7 +113,9 @@ class StreamSettings(_Model):
     reconnect: Reconnect = Field(default_factory=Reconnect)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     loop: bool = Field(False, description="files: start again at EOF")
-    pace: bool = Field(True, description="files: decode at real time")
+    pace: bool | None = Field(
+        None, description="decode at real time: null = files yes, network sources no (live); "
+        "true paces e.g. an HTTP/HLS VOD, false decodes a file as fast as possible")
     options: dict[str, str] = Field(default_factory=dict,
                                     description="extra FFmpeg options for av.open (strings)")
     decode_threads: int = Field(0, ge=0, le=64, description="0 = FFmpeg's choice")
@@ -324,7 +326,7 @@ class Config(_Model):
             flags = []
             if s.is_file:
                 flags.append("loop" if s.loop else "once")
-                flags.append("paced" if s.pace else "unpaced")
+                flags.append("unpaced" if s.pace is False else "paced")
             if not s.enabled:
                 flags.append("disabled")
             lines.append(f"  {s.name}: {s.redacted_url}  model={s.model} sample_rate={s.sample_rate:g}/s"

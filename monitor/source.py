@@ -102,7 +102,10 @@ class _Worker:
         self.name = spec["name"]
         self.is_file = bool(spec["is_file"])
         self.loop = bool(spec.get("loop", False))
-        self.pace = bool(spec.get("pace", True)) and self.is_file
+        pace = spec.get("pace")
+        # files: real time unless told otherwise; network sources are live (their sender paces
+        # them) unless ``pace: true`` asks to pace e.g. an HTTP/HLS VOD at real time
+        self.pace = self.is_file if pace is None else bool(pace)
         self.size = int(spec["size"])
         self.scrub_pairs = [tuple(p) for p in spec.get("scrub", [])]
         self.sampler = Sampler(float(spec["sample_interval"]))
@@ -269,6 +272,7 @@ class _Worker:
                                       "fps": round(fps, 3), "pix_fmt": cc.format.name if cc.format else None})
         if not self.is_file:
             self.sampler.reset()
+            self.pacer.reset()
             if self.det_sampler:
                 self.det_sampler.reset()
         consecutive_errors = 0
@@ -300,13 +304,13 @@ class _Worker:
                 else:
                     t = (self.last_t + self.frame_step) if self.last_t is not None else self.t_offset
                 self.last_t = t
-                if self.is_file:
-                    clock = t
+                if self.is_file or self.pace:
+                    clock = t  # sample on the stream's own clock
                     if self.pace:
                         self.sleep(self.pacer.delay(clock))
                         wall = time.time()
                 else:
-                    clock = time.monotonic()
+                    clock = time.monotonic()  # live: sample on arrival
                 if self.timing_det is not None:
                     self.timing_det.on_frame(t, wall)
                 take = self.sampler.take(clock)

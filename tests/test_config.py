@@ -173,7 +173,7 @@ def test_quick_form_and_overrides(tmp_path):
     assert not cfg.console
     demo = build_config(_args(demo=True))
     assert len(demo.streams) == len(demo_sources()) >= 2
-    assert all(s.loop and s.pace for s in demo.streams)
+    assert all(s.loop and s.pace is not False and s.is_file for s in demo.streams)
     f = tmp_path / "c.yaml"
     f.write_text("defaults: {sample_rate: 1}\nstreams: [{name: a, url: /x.mp4, sample_rate: 5}]\n"
                  "redis: {url: 'redis://127.0.0.1:1/0'}\n")

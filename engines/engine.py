@@ -1,0 +1,48 @@
+"""QualityEngine: frames in, predictions out (preprocessing + model + backend)."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .backends import create_backend
+from .models import create_model
+from .preprocess import prepare_batch
+from .types import Prediction, RegionMap
+
+log = logging.getLogger(__name__)
+
+
+class QualityEngine:
+    """Score uint8 frames of any size with one model on one backend.
+
+    ``info`` says which model and backend run, whether the weights are trained, and why this
+    backend was chosen (for ``auto``).
+    """
+
+    def __init__(self, model: str = "bifusion", backend: str = "auto",
+                 weights: str | Path | None = "default", max_batch: int = 8, **backend_opts):
+        self.model = create_model(model, weights=weights)
+        self.input_size = self.model.input_size
+        self.backend = create_backend(backend, self.model, max_batch=max_batch, **backend_opts)
+        self.info = {
+            "model": model,
+            "backend": self.backend.name,
+            "backend_detail": self.backend.describe(),
+            "trained": self.model.trained,
+            "weights": self.model.weights_info.get("sha256", "untrained")[:12],
+            "input_size": self.input_size,
+        }
+
+    @property
+    def max_batch(self) -> int:
+        return self.backend.max_batch
+
+    def score(self, frames: Sequence[np.ndarray]) -> list[Prediction]:
+        """Score frames (uint8/uint16, gray/RGB/RGBA, any size); one Prediction each."""
+        x = prepare_batch(frames, self.input_size)
+        scores, maps = self.backend.infer(x)
+        return [Prediction(float(s), RegionMap(m.astype(np.float32), int(f.shape[0]), int(f.shape[1])))
+                for s, m, f in zip(scores, maps, frames)]

@@ -4,17 +4,26 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engines.layers import (BidirectionalFusion, ChannelAttention, LayerNorm2d,
-                            MoECrossAttention, OverlappingCrossWindowAttention, QualityHead,
-                            SpatialInteraction, WindowAttention, _relative_index)
+from engines.layers import (
+    BidirectionalFusion,
+    ChannelAttention,
+    LayerNorm2d,
+    MoECrossAttention,
+    OverlappingCrossWindowAttention,
+    QualityHead,
+    SpatialInteraction,
+    WindowAttention,
+    _relative_index,
+)
 
-torch.set_grad_enabled(False)
 ODD_SIZES = [(7, 7), (10, 10), (12, 12), (16, 16), (7, 10)]
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_no_grad():
     torch.manual_seed(0)
+    with torch.no_grad():
+        yield
 
 
 @pytest.mark.parametrize("make", [

@@ -36,9 +36,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbone import load_pretrained_backbone
-from ..layers import (BidirectionalFusion, DWConvBlock, MoECrossAttention,
-                      OverlappingCrossWindowAttention, QualityHead, SpatialInteraction,
-                      WindowAttention, init_weights)
+from ..layers import (
+    BidirectionalFusion,
+    DWConvBlock,
+    MoECrossAttention,
+    OverlappingCrossWindowAttention,
+    QualityHead,
+    SpatialInteraction,
+    WindowAttention,
+    init_weights,
+)
 from . import register_model
 from .base import QualityModel
 

@@ -36,8 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbone import HEAD_CHANNELS, load_pretrained_backbone
-from ..layers import (ChannelAttention, LayerNorm2d, Mlp, QualityHead, SpatialInteraction,
-                      init_weights)
+from ..layers import (
+    ChannelAttention,
+    LayerNorm2d,
+    Mlp,
+    QualityHead,
+    SpatialInteraction,
+    init_weights,
+)
 from . import register_model
 from .base import QualityModel
 

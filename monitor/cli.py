@@ -5,10 +5,12 @@ import argparse
 import logging
 import sys
 
+from engines import evaluate
+
 from . import __version__, score_command, service
 from .jemalloc import reexec_with_jemalloc
 
-COMMANDS = (score_command, service)
+COMMANDS = (score_command, service, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

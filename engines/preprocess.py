@@ -51,7 +51,8 @@ def to_rgb_uint8(frame: np.ndarray) -> np.ndarray:
         raise FrameError(f"frame has {channels} channels; expected 1, 3 or 4")
     if min(a.shape[:2]) < MIN_SIDE:
         raise FrameError(f"frame {a.shape[1]}x{a.shape[0]} is smaller than {MIN_SIDE}x{MIN_SIDE}")
-    return np.ascontiguousarray(a)
+    # torch refuses read-only memory (e.g. PIL's arrays); copy only then
+    return np.ascontiguousarray(a) if a.flags.writeable else np.array(a, order="C")
 
 
 def resize_uint8(rgb: np.ndarray, size: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,9 @@ def export_onnx(model: QualityModel, path: Path, input_size: int) -> Path:
     """Export ``model`` with a dynamic batch axis; written atomically."""
     example = torch.zeros(2, 3, input_size, input_size)
     tmp = path.with_suffix(".tmp.onnx")
-    with torch.no_grad():
+    # shapes are fixed except the batch: the tracer's "treated as a constant" notes are expected
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(model, (example,), str(tmp), input_names=["image"],
                           output_names=["score", "map"], opset_version=ONNX_OPSET,
                           dynamic_axes={"image": {0: "batch"}, "score": {0: "batch"},

@@ -44,21 +44,8 @@ class CUDABackend(Backend):
         self.ladder = batch_ladder(max_batch)
         self.compiled = compile
         self.runner = torch.compile(self.model, mode="reduce-overhead", dynamic=False) if compile else self.model
-        self._warm = False
-
-    def warmup(self) -> None:
-        """Compile and record graphs for every batch size of the ladder."""
-        for b in self.ladder:
-            x = torch.zeros(b, 3, self.input_size, self.input_size, device=self.device, dtype=self.dtype)
-            for _ in range(3):
-                with torch.inference_mode():
-                    self.runner(x)
-        torch.cuda.synchronize(self.device)
-        self._warm = True
 
     def _infer(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        if not self._warm:
-            self.warmup()
         n = x.shape[0]
         b = padded_size(n, self.ladder)
         xd = x.to(self.device, non_blocking=True).to(self.dtype)

@@ -54,7 +54,7 @@ def test_batches_larger_than_max_batch_are_split(model, calib):
 def test_parity_check_rejects_a_wrong_backend(model):
     with pytest.raises(ParityError, match="differ"):
         check_parity(model, lambda x: reference_scores(model, x) + 1.5, tolerance=1.0)
-    assert check_parity(model, lambda x: reference_scores(model, x) + 0.5, tolerance=1.0) == pytest.approx(0.5)
+    assert check_parity(model, lambda x: reference_scores(model, x) + 0.5, tolerance=1.0) == pytest.approx(0.5, abs=1e-3)
 
 
 def test_onnx_export_is_cached_per_weights(model, tmp_path):

@@ -5,7 +5,7 @@
 Prints images/s for the bare Lite0 features and for each model, in torch eager and in ONNX
 Runtime (the CPU backend's default), at each batch size, with each model's speed relative to
 the bare backbone in the same runtime (1.0 = free; 0.8 = the model takes 1.25x the time).
-Use jemalloc for representative numbers (see docs/performance.md).
+Re-runs itself under jemalloc when installed, like the CLI (VQMON_JEMALLOC=0 disables).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from common import images_per_second  # noqa: E402
 from engines import create_model, list_models  # noqa: E402
 from engines.backbone import load_pretrained_backbone  # noqa: E402
 from engines.backends.cpu import CPUBackend  # noqa: E402
+from monitor.jemalloc import reexec_with_jemalloc  # noqa: E402
 
 
 class BackboneFeatures(torch.nn.Module):
@@ -60,6 +61,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    reexec_with_jemalloc([str(Path(__file__).resolve()), *sys.argv[1:]])
     torch.set_num_threads(os.cpu_count() or 1)
     jemalloc = "jemalloc" in os.environ.get("LD_PRELOAD", "")
     rows = []

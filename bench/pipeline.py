@@ -33,20 +33,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import percentile  # noqa: E402
+from monitor.jemalloc import reexec_with_jemalloc  # noqa: E402
 
 SAMPLE_720P = ROOT / "monitor" / "samples" / "bigbuckbunny.mp4"
-
-
-def _jemalloc_reexec() -> None:
-    from monitor.jemalloc import MALLOC_CONF, find_jemalloc
-    if os.environ.get("VQMON_JEMALLOC", "1") == "0" or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
-        return
-    lib = find_jemalloc()
-    if lib is None:
-        return
-    env = dict(os.environ, LD_PRELOAD=":".join(filter(None, [lib, os.environ.get("LD_PRELOAD")])))
-    env.setdefault("MALLOC_CONF", MALLOC_CONF)
-    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], env)
 
 
 def make_1080p(src: Path, dst: Path, seconds: float = 5.0) -> Path:
@@ -121,7 +110,7 @@ def main() -> None:
     ap.add_argument("--no-detectors", action="store_true", help="turn the picture detectors off")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = ap.parse_args()
-    _jemalloc_reexec()
+    reexec_with_jemalloc([str(Path(__file__).resolve()), *sys.argv[1:]])
 
     import logging
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # commands that run models set heavy=True: they run faster under jemalloc
     if getattr(args, "heavy", False):
-        reexec_with_jemalloc(argv)
+        reexec_with_jemalloc(["-m", "monitor.cli", *argv])
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     return int(args.func(args) or 0)

@@ -20,8 +20,8 @@ def find_jemalloc() -> str | None:
     return next((p for p in CANDIDATES if Path(p).exists()), None)
 
 
-def reexec_with_jemalloc(argv: list[str]) -> None:
-    """Replace this process with itself under jemalloc, if available and not done yet."""
+def reexec_with_jemalloc(args: list[str]) -> None:
+    """Replace this process by ``python ARGS`` under jemalloc, if available and not done yet."""
     if os.environ.get("VQMON_JEMALLOC", "1") == "0" or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
         return
     lib = find_jemalloc()
@@ -30,4 +30,4 @@ def reexec_with_jemalloc(argv: list[str]) -> None:
     env = dict(os.environ)
     env["LD_PRELOAD"] = ":".join(filter(None, [lib, env.get("LD_PRELOAD")]))
     env.setdefault("MALLOC_CONF", MALLOC_CONF)
-    os.execve(sys.executable, [sys.executable, "-m", "monitor.cli", *argv], env)
+    os.execve(sys.executable, [sys.executable, *args], env)

@@ -115,6 +115,23 @@ class Baseline(ABC):
         return np.concatenate(out, axis=0)
 
 
+class RegressedBaseline(Baseline):
+    """A baseline whose features go through one regressor object (``fit``/``predict``)."""
+
+    @abstractmethod
+    def make_regressor(self):
+        """A fresh, unfitted regressor with ``fit(X, y)`` and ``predict(X)``."""
+
+    def fit(self, features: np.ndarray, mos: np.ndarray) -> RegressedBaseline:
+        self.regressor_ = self.make_regressor().fit(features, mos)
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "regressor_"):
+            raise RuntimeError(f"{self.name} regressor is not fitted: call fit() on labelled features")
+        return self.regressor_.predict(features)
+
+
 def register_baseline(cls: type[Baseline]) -> type[Baseline]:
     if cls.name in _REGISTRY:
         raise ValueError(f"baseline {cls.name!r} registered twice")

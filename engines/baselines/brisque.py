@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage, special
 
-from . import Baseline, register_baseline
+from . import RegressedBaseline, register_baseline
 
 MSCN_SIGMA = 7.0 / 6.0
 MSCN_RADIUS = 3  # 7x7 window
@@ -214,7 +214,7 @@ class KernelRidgeRBF:
 
 
 @register_baseline
-class Brisque(Baseline):
+class Brisque(RegressedBaseline):
     """BRISQUE features + RBF kernel ridge regression fitted on the training images."""
 
     name = "brisque"
@@ -226,11 +226,5 @@ class Brisque(Baseline):
     def features_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack([brisque_features(im) for im in images])
 
-    def fit(self, features: np.ndarray, mos: np.ndarray) -> Brisque:
-        self.regressor_ = KernelRidgeRBF().fit(features, mos)
-        return self
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        if not hasattr(self, "regressor_"):
-            raise RuntimeError("BRISQUE regressor is not fitted: call fit() on labelled features")
-        return self.regressor_.predict(features)
+    def make_regressor(self) -> KernelRidgeRBF:
+        return KernelRidgeRBF()

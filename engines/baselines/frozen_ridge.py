@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import Baseline, register_baseline
+from . import RegressedBaseline, register_baseline
 
 DEPTHS = ("s4", "s8", "s16", "s32", "head")
 CHANNELS = {"s4": 24, "s8": 40, "s16": 112, "s32": 320, "head": 1280}
@@ -76,7 +76,7 @@ def pool_features(feats: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 @register_baseline
-class FrozenRidge(Baseline):
+class FrozenRidge(RegressedBaseline):
     """Frozen Lite0 multi-depth mean+std features + ridge regression."""
 
     name = "frozen-ridge"
@@ -113,11 +113,5 @@ class FrozenRidge(Baseline):
             feats = self.backbone.forward_features(x, with_head=True)
             return pool_features(feats).cpu().double().numpy()
 
-    def fit(self, features: np.ndarray, mos: np.ndarray) -> FrozenRidge:
-        self.regressor_ = RidgeLOO().fit(features, mos)
-        return self
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        if not hasattr(self, "regressor_"):
-            raise RuntimeError("ridge regressor is not fitted: call fit() on labelled features")
-        return self.regressor_.predict(features)
+    def make_regressor(self) -> RidgeLOO:
+        return RidgeLOO()

@@ -14,6 +14,8 @@ import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .sampler import Sampler
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 
 
@@ -65,15 +67,12 @@ def sample_video(path: str | Path, fps: float, size: int | None = None) -> Itera
             raise MediaError("no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        next_t, index = None, 0
+        sampler, index = Sampler(1.0 / fps), 0
         try:
             for frame in container.decode(stream):
                 t = float(frame.time) if frame.time is not None else index / fps
-                if next_t is not None and t + 1e-6 < next_t:
+                if not sampler.take(t):
                     continue
-                # keep a regular grid; after a gap restart it from this frame
-                step = 1.0 / fps
-                next_t = t + step if next_t is None or next_t + step <= t else next_t + step
                 rgb = (frame.reformat(width=size, height=size, format="rgb24") if size
                        else frame.reformat(format="rgb24")).to_ndarray()
                 yield SampledFrame(index, t, rgb, frame.height, frame.width)

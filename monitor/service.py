@@ -530,23 +530,23 @@ def build_config(args: argparse.Namespace, env: dict[str, str] | None = None) ->
             engine["max_batch"] = args.max_batch
         if args.weights:
             engine["weights"] = None if args.weights == "none" else args.weights
-    redis_cfg = raw.setdefault("redis", {})
-    if isinstance(redis_cfg, dict) and args.redis:
-        if args.redis == "none":
-            redis_cfg["enabled"] = False
-        else:
-            redis_cfg["url"] = args.redis
-            redis_cfg["enabled"] = True
-    metrics_cfg = raw.setdefault("metrics", {})
-    if isinstance(metrics_cfg, dict) and args.metrics:
-        if args.metrics == "none":
-            metrics_cfg["enabled"] = False
-        else:
-            metrics_cfg["listen"] = args.metrics
-            metrics_cfg["enabled"] = True
+    _override_endpoint(raw, "redis", "url", args.redis)
+    _override_endpoint(raw, "metrics", "listen", args.metrics)
     if args.no_console:
         raw["console"] = False
     return config_from_dict(raw, env=env, source=args.config or "<command line>")
+
+
+def _override_endpoint(raw: dict, section: str, key: str, value: str | None) -> None:
+    """``--redis``/``--metrics``: ``none`` disables the section, anything else sets its address."""
+    cfg = raw.setdefault(section, {})
+    if not isinstance(cfg, dict) or not value:
+        return
+    if value == "none":
+        cfg["enabled"] = False
+    else:
+        cfg[key] = value
+        cfg["enabled"] = True
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:

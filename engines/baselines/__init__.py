@@ -115,6 +115,14 @@ class Baseline(ABC):
         return np.concatenate(out, axis=0)
 
 
+def standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-feature mean and scale (constant features keep scale 1) and the standardised ``x``."""
+    mean = x.mean(0)
+    sd = x.std(0)
+    scale = np.where(sd > 1e-12, sd, 1.0)
+    return mean, scale, (x - mean) / scale
+
+
 class RegressedBaseline(Baseline):
     """A baseline whose features go through one regressor object (``fit``/``predict``)."""
 

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage, special
 
-from . import RegressedBaseline, register_baseline
+from . import RegressedBaseline, register_baseline, standardize
 
 MSCN_SIGMA = 7.0 / 6.0
 MSCN_RADIUS = 3  # 7x7 window
@@ -177,10 +177,7 @@ class KernelRidgeRBF:
         n, dim = x.shape
         if n < 3:
             raise ValueError("need at least 3 training samples")
-        self.mean_ = x.mean(0)
-        sd = x.std(0)
-        self.scale_ = np.where(sd > 1e-12, sd, 1.0)
-        z = (x - self.mean_) / self.scale_
+        self.mean_, self.scale_, z = standardize(x)
         yc = y - y.mean()
         best = None
         for g in self.gammas:

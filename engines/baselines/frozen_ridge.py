@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import RegressedBaseline, register_baseline
+from . import RegressedBaseline, register_baseline, standardize
 
 DEPTHS = ("s4", "s8", "s16", "s32", "head")
 CHANNELS = {"s4": 24, "s8": 40, "s16": 112, "s32": 320, "head": 1280}
@@ -35,10 +35,7 @@ class RidgeLOO:
         n = x.shape[0]
         if n < 3:
             raise ValueError("need at least 3 training samples")
-        self.mean_ = x.mean(0)
-        sd = x.std(0)
-        self.scale_ = np.where(sd > 1e-12, sd, 1.0)
-        z = (x - self.mean_) / self.scale_
+        self.mean_, self.scale_, z = standardize(x)
         self.y_mean_ = float(y.mean())
         yc = y - self.y_mean_
         u, s, vt = np.linalg.svd(z, full_matrices=False)

@@ -21,6 +21,7 @@ Layout (every key optional except ``streams``; see ``deploy/vqmon.example.yaml``
     metrics: {listen: "127.0.0.1:9108"}
     console: true
     log_level: info
+    shard: null        # "i/N" or "auto": monitor only this process's share (monitor.sharding)
 
 ``${VAR}`` (or ``${VAR:-fallback}``) anywhere in a string is replaced by the environment
 variable (``$$`` is a literal ``$``): keep passwords out of the file. Errors name the field
@@ -42,6 +43,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .detectors import DetectorSettings
+from .sharding import Shard, parse_shard, resolve_auto
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -278,6 +280,16 @@ class Config(_Model):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     console: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shard: str | None = Field(
+        None, description="INDEX/COUNT: monitor only this share of the streams (monitor.sharding); "
+        "'auto' takes it from VQMON_SHARD_INDEX (or the HOSTNAME ordinal) and VQMON_SHARD_COUNT")
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_shard(v)
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -310,8 +322,18 @@ class Config(_Model):
     def active_streams(self) -> list[StreamConfig]:
         return [s for s in self.streams if s.enabled]
 
+    @property
+    def shard_assignment(self) -> Shard | None:
+        return parse_shard(self.shard) if self.shard else None
+
+    @property
+    def assigned_streams(self) -> list[StreamConfig]:
+        """The enabled streams this process monitors (its shard's share, or all)."""
+        shard = self.shard_assignment
+        return [s for s in self.active_streams if shard is None or shard.owns(s.name)]
+
     def models(self) -> list[str]:
-        return sorted({s.model for s in self.active_streams})
+        return sorted({s.model for s in self.assigned_streams})
 
     def state_ttl(self, stream: StreamConfig) -> float:
         if self.redis.state_ttl is not None:
@@ -320,7 +342,10 @@ class Config(_Model):
 
     def summary(self) -> str:
         """Human-readable summary without secrets."""
-        lines = [f"{len(self.active_streams)} stream(s), engine backend={self.engine.backend} "
+        shard = self.shard_assignment
+        assigned = {s.name for s in self.assigned_streams}
+        share = f" (shard {shard}: {len(assigned)} of them here)" if shard else ""
+        lines = [f"{len(self.active_streams)} stream(s){share}, engine backend={self.engine.backend} "
                  f"max_batch={self.engine.max_batch} max_wait={self.engine.max_wait_ms:g} ms"]
         for s in self.streams:
             flags = []
@@ -329,6 +354,8 @@ class Config(_Model):
                 flags.append("unpaced" if s.pace is False else "paced")
             if not s.enabled:
                 flags.append("disabled")
+            elif shard and s.name not in assigned:
+                flags.append("other shard")
             lines.append(f"  {s.name}: {s.redacted_url}  model={s.model} sample_rate={s.sample_rate:g}/s"
                          + (f" [{', '.join(flags)}]" if flags else ""))
         if not self.redis.enabled:
@@ -374,6 +401,11 @@ def config_from_dict(raw: dict, env: dict[str, str] | None = None, source: str =
     env = dict(os.environ) if env is None else env
     errors: list[str] = []
     data = _substitute(copy.deepcopy(raw), env, (), errors)
+    if isinstance(data, dict) and isinstance(data.get("shard"), str) and data["shard"].strip() == "auto":
+        try:
+            data["shard"] = resolve_auto(env)
+        except ValueError as e:
+            errors.append(f"shard: {e}")
     if errors:
         raise ConfigError(f"{source}: " + ("\n  ".join([f"{len(errors)} error(s):"] + errors)))
     try:

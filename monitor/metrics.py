@@ -21,6 +21,9 @@ Redis)::
     vqmon_redis_records_written_total             records acknowledged by Redis
     vqmon_redis_up                                1 while the Redis connection works
     vqmon_decode_to_redis_seconds                 histogram: frame decoded -> record in Redis
+    vqmon_shard_info{shard,shards}                1 (shard "0", shards "1" when not sharded)
+    vqmon_streams_configured                      enabled streams in the configuration
+    vqmon_streams_assigned                        of those, the ones this process monitors
 """
 from __future__ import annotations
 
@@ -74,6 +77,12 @@ class Metrics:
         self.decode_to_redis = Histogram("vqmon_decode_to_redis_seconds",
                                          "Time from frame decode to its record acknowledged by Redis",
                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.shard_info = Gauge("vqmon_shard_info", "This process's share of the configured streams",
+                                ["shard", "shards"], registry=r)
+        self.streams_configured = Gauge("vqmon_streams_configured", "Enabled streams in the configuration",
+                                        registry=r)
+        self.streams_assigned = Gauge("vqmon_streams_assigned", "Streams monitored by this process (its shard)",
+                                      registry=r)
         self._server = None
         self._server_thread: threading.Thread | None = None
         self._lock = threading.Lock()

@@ -72,7 +72,7 @@ class Monitor(StreamListener):
         self.announce = announce or (lambda text: print(text, flush=True))
         self.scrub = Scrubber([s.url for s in config.streams] + ([config.redis.url] if config.redis.url else []),
                               extra=[config.redis.password] if config.redis.password else [])
-        self.streams: dict[str, StreamRuntime] = {s.name: StreamRuntime(s) for s in config.active_streams}
+        self.streams: dict[str, StreamRuntime] = {s.name: StreamRuntime(s) for s in config.assigned_streams}
         self.sink = None
         self.embedded_redis = None
         self.batcher = None
@@ -89,6 +89,12 @@ class Monitor(StreamListener):
     # ------------------------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.config
+        shard = cfg.shard_assignment
+        self.metrics.shard_info.labels(str(shard.index if shard else 0), str(shard.count if shard else 1)).set(1)
+        self.metrics.streams_configured.set(len(cfg.active_streams))
+        self.metrics.streams_assigned.set(len(self.streams))
+        if shard is not None:
+            log.info("shard %s: %d of %d stream(s) here", shard, len(self.streams), len(cfg.active_streams))
         for name in self.streams:
             self.metrics.init_stream(name)
         if self.engines is None:
@@ -405,6 +411,8 @@ class Monitor(StreamListener):
                 "sample_rate": f"{rt.cfg.sample_rate:g}", "scored": str(rt.scored), "dropped": str(rt.dropped),
                 "reconnects": str(w.reconnects if w else 0), "fps": f"{w.fps:.2f}" if w else "0",
                 "decoded": str(w.decoded if w else 0)}
+        if self.config.shard:
+            base["shard"] = self.config.shard
         base.update({k: str(v) for k, v in fields.items() if v is not None})
         self.sink.set_state(rt.cfg.name, base, self.config.state_ttl(rt.cfg))
 
@@ -440,6 +448,9 @@ class Monitor(StreamListener):
 
     def header(self) -> str:
         parts = [f"vqmon {__version__}"]
+        shard = self.config.shard_assignment
+        if shard is not None:
+            parts.append(f"shard {shard} ({len(self.streams)} of {len(self.config.active_streams)} streams)")
         for model, eng in (self.engines or {}).items():
             info = getattr(eng, "info", {}) or {}
             parts.append(f"{model}@{info.get('backend', '?')}")
@@ -532,6 +543,8 @@ def build_config(args: argparse.Namespace, env: dict[str, str] | None = None) ->
             engine["weights"] = None if args.weights == "none" else args.weights
     _override_endpoint(raw, "redis", "url", args.redis)
     _override_endpoint(raw, "metrics", "listen", args.metrics)
+    if args.shard:
+        raw["shard"] = None if args.shard == "none" else args.shard
     if args.no_console:
         raw["console"] = False
     return config_from_dict(raw, env=env, source=args.config or "<command line>")
@@ -568,6 +581,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                         "(default: the config's, else a private redis-server)")
     p.add_argument("--metrics", default=None, metavar="HOST:PORT",
                    help="address of /metrics (default 127.0.0.1:9108); 'none' disables it")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="monitor only share I of N (0-based) of the configured streams, by a stable "
+                        "hash of their names; 'auto' reads VQMON_SHARD_INDEX (or the StatefulSet "
+                        "ordinal in HOSTNAME) and VQMON_SHARD_COUNT; 'none' monitors all")
     p.add_argument("--no-console", action="store_true", help="no live status table")
 
 

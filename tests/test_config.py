@@ -157,7 +157,8 @@ def test_check_config_command(tmp_path):
 
 def _args(**kw) -> argparse.Namespace:
     base = dict(config=None, sources=[], demo=False, loop=False, sample_rate=None, model=None, backend=None,
-                max_batch=None, weights=None, redis=None, metrics=None, no_console=False, duration=None)
+                max_batch=None, weights=None, redis=None, metrics=None, no_console=False, duration=None,
+                shard=None)
     base.update(kw)
     return argparse.Namespace(**base)
 

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .backends import create_backend
 from .models import create_model
-from .preprocess import prepare_batch
+from .preprocess import DeviceBatcher, prepare_batch
 from .types import Prediction, RegionMap
 
 log = logging.getLogger(__name__)
@@ -20,13 +21,28 @@ class QualityEngine:
 
     ``info`` says which model and backend run, whether the weights are trained, and why this
     backend was chosen (for ``auto``).
+
+    ``preprocess``: ``"auto"`` packs uint8 frames into a pinned buffer and resizes/normalises
+    on the GPU when the backend runs on CUDA (``preprocess.DeviceBatcher``), else resizes on
+    the CPU (``preprocess.prepare_batch``); ``"host"`` or ``"device"`` force one of them.
     """
 
     def __init__(self, model: str = "bifusion", backend: str = "auto",
-                 weights: str | Path | None = "default", max_batch: int = 8, **backend_opts):
+                 weights: str | Path | None = "default", max_batch: int = 8,
+                 preprocess: str = "auto", **backend_opts):
+        if preprocess not in ("auto", "host", "device"):
+            raise ValueError(f"preprocess must be auto, host or device, not {preprocess!r}")
         self.model = create_model(model, weights=weights)
         self.input_size = self.model.input_size
         self.backend = create_backend(backend, self.model, max_batch=max_batch, **backend_opts)
+        # backends that run elsewhere than the CPU say where (``device``); the CPU ones do not
+        device = torch.device(getattr(self.backend, "device", "cpu"))
+        if preprocess == "device" or (preprocess == "auto" and device.type == "cuda"):
+            self._prepare = DeviceBatcher(device, self.input_size)
+            where = f"device {self._prepare.describe()}"
+        else:
+            self._prepare = lambda frames: prepare_batch(frames, self.input_size)
+            where = "host (cpu resize, float32 batch)"
         self.info = {
             "model": model,
             "backend": self.backend.name,
@@ -34,6 +50,7 @@ class QualityEngine:
             "trained": self.model.trained,
             "weights": self.model.weights_info.get("sha256", "untrained")[:12],
             "input_size": self.input_size,
+            "preprocess": where,
         }
 
     @property
@@ -42,7 +59,7 @@ class QualityEngine:
 
     def score(self, frames: Sequence[np.ndarray]) -> list[Prediction]:
         """Score frames (uint8/uint16, gray/RGB/RGBA, any size); one Prediction each."""
-        x = prepare_batch(frames, self.input_size)
+        x = self._prepare(frames)
         scores, maps = self.backend.infer(x)
         return [Prediction(float(s), RegionMap(m.astype(np.float32), int(f.shape[0]), int(f.shape[1])))
                 for s, m, f in zip(scores, maps, frames)]

@@ -57,6 +57,7 @@ class TensorRTBackend(Backend):
         super().__init__(model, max_batch)
         if not torch.cuda.is_available():
             raise BackendUnavailable("torch sees no CUDA device")
+        self.device = torch.device("cuda")  # where inputs go: QualityEngine preprocesses there
         self.ttrt, trt = import_torch_tensorrt()
         self.min_batch, self.opt_batch = min_batch, opt_batch or max_batch
         fields = engine_key_fields(model, min_batch, self.opt_batch, max_batch,

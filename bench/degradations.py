@@ -17,8 +17,10 @@ stream that has been running. Degradations (see ``DEGRADATIONS``):
 - ``black``: black picture;
 - ``freeze``: the first picture of the segment repeated with advancing timestamps;
 - ``smear``: the segment encoded with libx264 in slices of at most 1200 bytes (one per RTP
-  packet), one IDR, and 10 % of the P slices dropped before decoding: FFmpeg's error
-  concealment smears the picture, as after packet loss;
+  packet), one IDR, and 10 % of the P slices dropped before decoding with FFmpeg's default
+  H.264 decoder (no motion-compensated error resilience: lost macroblocks are smeared, shifted
+  or zero-filled, as after packet loss); the result is re-encoded cleanly, so the monitor sees
+  the damage in the picture only, never as decoder errors;
 - ``brightness``: washed out (gain 1.8, +60 levels, clipped).
 
 The monitor pipeline runs on each stream with the product's own parts: the stream worker

@@ -7,7 +7,9 @@ Two small, per-stream, stateful classes that the monitor's stream workers call:
     usually already downscaled (e.g. 640 wide or the model's 384x384); every value is a
     fraction, a ratio, a level on the 8-bit scale or a duration, so no value needs the
     source resolution, except blockiness, whose block grid moves when the frame is scaled
-    (pass ``source_size`` so it knows where the codec's 8x8 grid lies; see below).
+    (pass ``source_size`` so it knows where the codec's 8x8 grid lies; see below), or
+    pass ``luma_native``, the decoded picture's own luma plane, on which the two block
+    measures (``blockiness``, ``mb_edge_breaks``) then run at the codec's own grid.
 
 ``TimingDetectors.on_frame(pts, wall_time)`` / ``TimingDetectors.values(now) -> dict``
     Stall, frame-rate and PTS-continuity values from the timestamps of decoded frames.
@@ -43,6 +45,20 @@ Keys returned by :meth:`FrameDetectors.update` (``FRAME_KEYS``)
                    compares it with the stream's own baseline.
 ``noise_sigma``    noise standard deviation in 8-bit levels, mean over R, G, B, robust
                    Immerkaer estimate (see :func:`estimate_noise_sigma`).
+``mb_edge_breaks`` fraction of the 16x16 macroblock edges that are *broken*: the luma step
+                   across the edge, summed along its 16 pixels, exceeds ``mb_edge_ratio`` (3)
+                   times the larger step on either side of it plus ``mb_edge_min_step`` (4)
+                   levels per pixel. Packet loss concealment, smear and misplaced blocks break
+                   macroblock edges in a part of the picture while the rest stays intact, which
+                   the global ``blockiness`` ratio dilutes; starved encoders break them too.
+                   Clean footage 0-0.003, packet-loss smear 0.004-0.05 (docs/degradations.md).
+                   Measured on the source-resolution luma (``luma_native``), or on the frame
+                   when it is at source resolution; nan otherwise (the grid is resampled away).
+``luma_mean``      average picture level: mean luma 0..1 (full range).
+``clipped_highlights``  fraction of pixels whose luma is at or above ``clip_high_threshold``
+                   (0.98 of full scale, i.e. at nominal white, where a washed-out or
+                   over-exposed picture piles up). Clean footage 0-0.09 (a white bird in
+                   daylight), over-exposure 0.08-0.35.
 ``letterbox``      fraction of rows that are black bars at the top plus the bottom (0..1).
 ``pillarbox``      fraction of columns that are black bars at the left plus the right.
                    Both are 0 for a wholly black picture (that is ``black``'s job).
@@ -84,6 +100,7 @@ __all__ = [
     "mafd_db",
     "blockiness",
     "blur_effect",
+    "macroblock_edge_breaks",
     "estimate_noise_sigma",
     "black_bars",
 ]
@@ -99,8 +116,11 @@ FRAME_KEYS = (
     "noise_sigma",
     "letterbox",
     "pillarbox",
+    "mb_edge_breaks",
+    "luma_mean",
+    "clipped_highlights",
 )
-TIMING_KEYS = ("stall_seconds", "fps", "fps_ratio", "pts_jumps", "pts_jump_max_seconds")
+TIMING_KEYS = ("stall_seconds", "fps", "fps_ratio", "pts_jumps", "pts_jump_max_seconds", "decode_errors")
 
 _LUMA_COEFFS = {
     "bt601": (0.299, 0.587, 0.114),
@@ -149,6 +169,21 @@ class DetectorSettings(BaseModel):
         description="Smallest block period in *sampled-frame* pixels that is still measured; "
         "when the frame is downscaled so much that the grid is finer than this, the direction "
         "is skipped (both skipped -> nan).")
+    # -- macroblock damage (packet loss) ----------------------------------------------------
+    macroblock_size: int = Field(
+        16, ge=4, description="Macroblock size in source pixels (H.264/MPEG-2: 16); loss and "
+        "concealment replace whole macroblocks.")
+    mb_edge_ratio: float = Field(
+        3.0, gt=1.0, description="A macroblock edge is broken when the step across it exceeds "
+        "this many times the larger step on either side of it (plus mb_edge_min_step).")
+    mb_edge_min_step: float = Field(
+        4.0, ge=0.0, description="... plus this many 8-bit levels per pixel along the edge, so "
+        "faint steps in flat areas (ordinary compression) do not count.")
+    # -- exposure ----------------------------------------------------------------------------
+    clip_high_threshold: float = Field(
+        0.98, gt=0.0, le=1.0,
+        description="Luma (0..1, full range) at or above which a pixel counts as clipped white "
+        "(swscale maps limited-range Y 235, nominal white, to 1.0).")
     # -- blur --------------------------------------------------------------------------------
     blur_kernel: int = Field(
         11, ge=3, description="Re-blur box size (pixels) of the Crete-Roffet blur measure "
@@ -173,6 +208,9 @@ class DetectorSettings(BaseModel):
         4.0, gt=1.0, description="Forward steps above this many nominal frame intervals may be jumps.")
     pts_jump_window: float = Field(
         60.0, gt=0.0, description="pts_jumps counts the discontinuities of the last this-many seconds.")
+    decode_error_window: float = Field(
+        10.0, gt=0.0, description="decode_errors counts the undecodable packets and corrupt "
+        "frames of the last this-many seconds.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,6 +301,37 @@ def blockiness(
     if den <= 1e-6:  # flat picture (or no measurable direction): no grid to see
         return float("nan")
     return num / den
+
+
+def macroblock_edge_breaks(y8: np.ndarray, block: int = 16, ratio: float = 3.0,
+                           min_step: float = 4.0) -> float:
+    """Fraction of ``block``-pixel edges of the block grid of luma ``y8`` (8-bit levels) that are broken.
+
+    An edge segment (``block`` pixels long, on a grid line at a multiple of ``block``) is
+    broken when ``sum|step across| > ratio * sum max(|step before|, |step after|) +
+    min_step * block``: a discontinuity much stronger than the picture's own gradients on
+    either side, as where a concealed or misplaced macroblock meets an intact one. Content
+    edges rarely qualify: they are as steep one pixel off the grid line as on it, and only
+    one grid line in ``block`` can hold them. nan when the picture is smaller than 3 blocks.
+    """
+    y = np.asarray(y8)
+    y = y.astype(np.int16) if y.dtype == np.uint8 else np.asarray(y, dtype=np.float32)
+    h, w = y.shape
+    if h < 3 * block or w < 3 * block:
+        return float("nan")
+    broken = 0
+    total = 0
+    for a in (y, y.T):  # vertical grid lines, then horizontal ones (as columns of the transpose)
+        rows, cols = a.shape
+        xs = np.arange(block, cols - 1, block)
+        across = np.abs(a[:, xs] - a[:, xs - 1])
+        beside = np.maximum(np.abs(a[:, xs - 1] - a[:, xs - 2]), np.abs(a[:, xs + 1] - a[:, xs]))
+        n = rows // block
+        across = across[:n * block].reshape(n, block, -1).sum(axis=1, dtype=np.float32)
+        beside = beside[:n * block].reshape(n, block, -1).sum(axis=1, dtype=np.float32)
+        broken += int(np.count_nonzero(across > ratio * beside + min_step * block))
+        total += across.size
+    return broken / total
 
 
 def _sobel_valid(y: np.ndarray, axis: int) -> np.ndarray:
@@ -379,8 +448,9 @@ class FrameDetectors:
     for sampling: needed only by blockiness, which must know where the codec's block grid
     lies in the sampled frame. Without it the frame is taken to be at source resolution.
     Grids finer than ``blockiness_min_period`` sampled pixels (e.g. 1280 wide scaled to
-    384: 2.4 px) cannot be measured; feed detectors a frame of at least half the source
-    width (e.g. 640 for 720p) to keep blockiness.
+    384: 2.4 px) cannot be measured, and even a 4 px grid (720p at 640 wide) reads weaker
+    than the codec's own; the stream worker therefore passes the decoded luma plane
+    (``luma_native``) and the block measures run on that.
     """
 
     def __init__(self, settings: DetectorSettings | None = None,
@@ -397,11 +467,15 @@ class FrameDetectors:
         self._black_since: float | None = None
 
     def update(self, frame_rgb: np.ndarray, pts: float | None, wall_time: float,
-               source_size: tuple[int, int] | None = None) -> dict[str, float]:
+               source_size: tuple[int, int] | None = None,
+               luma_native: np.ndarray | None = None) -> dict[str, float]:
         """All picture detector values for one sampled frame (keys: ``FRAME_KEYS``).
 
         ``pts`` in seconds on the stream's clock (None when unknown: wall time is used);
-        ``source_size`` overrides the constructor's for this frame.
+        ``source_size`` overrides the constructor's for this frame. ``luma_native``: the
+        decoded picture's luma plane (``H x W``, 8-bit levels, limited or full range) at
+        source resolution; when given, blockiness and mb_edge_breaks use it, so the codec's
+        block grid is intact whatever size ``frame_rgb`` was scaled to.
         """
         s = self.settings
         a = _check_frame(frame_rgb)
@@ -429,13 +503,31 @@ class FrameDetectors:
         out.update(fz)
         self._last_t = t
 
-        # -- blockiness ----------------------------------------------------------------------------
-        src = source_size or self.source_size
-        if src:
-            scale = (a.shape[1] / float(src[0]), a.shape[0] / float(src[1]))
+        # -- block grid: blockiness, macroblock damage ----------------------------------------------
+        if luma_native is not None:
+            yn = np.asarray(luma_native)
+            if yn.ndim != 2:
+                raise ValueError(f"luma_native must be a 2-D plane, got shape {yn.shape}")
+            # int16 differences: a fifth of the float32 cost on a 1080p plane
+            out["blockiness"] = blockiness(yn.astype(np.int16), s.block_size, (1.0, 1.0),
+                                           s.blockiness_min_period)
+            out["mb_edge_breaks"] = macroblock_edge_breaks(yn, s.macroblock_size, s.mb_edge_ratio,
+                                                           s.mb_edge_min_step)
         else:
-            scale = (1.0, 1.0)
-        out["blockiness"] = blockiness(y, s.block_size, scale, s.blockiness_min_period)
+            src = source_size or self.source_size
+            if src:
+                scale = (a.shape[1] / float(src[0]), a.shape[0] / float(src[1]))
+            else:
+                scale = (1.0, 1.0)
+            out["blockiness"] = blockiness(y, s.block_size, scale, s.blockiness_min_period)
+            # the macroblock grid survives only an (almost) unscaled frame
+            at_source = abs(scale[0] - 1.0) < 0.01 and abs(scale[1] - 1.0) < 0.01
+            out["mb_edge_breaks"] = macroblock_edge_breaks(y * 255.0, s.macroblock_size, s.mb_edge_ratio,
+                                                           s.mb_edge_min_step) if at_source else float("nan")
+
+        # -- exposure ---------------------------------------------------------------------------------
+        out["luma_mean"] = float(y.mean(dtype=np.float64))
+        out["clipped_highlights"] = float(np.count_nonzero(y >= s.clip_high_threshold)) / y.size
 
         # -- blur, noise, bars ----------------------------------------------------------------------
         out["blur"] = blur_effect(y, s.blur_kernel)
@@ -483,6 +575,10 @@ class TimingDetectors:
                        or a forward step over ``max(pts_jump_min_seconds, pts_jump_factor *
                        nominal interval)``.
     ``pts_jump_max_seconds``  largest |step| among those discontinuities (0 if none).
+    ``decode_errors``  packets the decoder rejected plus frames it flagged corrupt
+                       (:meth:`on_decode_error`) in the last ``decode_error_window`` s. Errors
+                       before the first decoded frame are ignored: joining a live stream
+                       between key frames always costs a few undecodable packets.
     """
 
     _EST_FRAMES = 25
@@ -497,9 +593,11 @@ class TimingDetectors:
         self._last_pts: float | None = None
         self._arrivals: deque[float] = deque()
         self._jumps: deque[tuple[float, float]] = deque()  # (wall time, step seconds)
+        self._errors: deque[float] = deque()  # wall times of decode errors
         self._steps: list[float] = []  # first pts steps, to estimate the rate
         self.frames_total = 0
         self.pts_jumps_total = 0
+        self.decode_errors_total = 0
 
     def _interval(self) -> float | None:
         if self.nominal_fps:
@@ -531,8 +629,18 @@ class TimingDetectors:
             self._last_pts = pts
         self._prune(float(wall_time))
 
+    def on_decode_error(self, wall_time: float) -> None:
+        """A packet the decoder rejected, or a frame it decoded with errors (concealed)."""
+        if self._last_wall is None:
+            return
+        self.decode_errors_total += 1
+        self._errors.append(float(wall_time))
+        self._prune(float(wall_time))
+
     def _prune(self, now: float) -> None:
         s = self.settings
+        while self._errors and self._errors[0] <= now - s.decode_error_window:
+            self._errors.popleft()
         while self._arrivals and self._arrivals[0] <= now - s.fps_window:
             self._arrivals.popleft()
         while self._jumps and self._jumps[0][0] <= now - s.pts_jump_window:
@@ -563,4 +671,5 @@ class TimingDetectors:
             "fps_ratio": fps / nominal if nominal and fps == fps else nan,
             "pts_jumps": float(len(self._jumps)),
             "pts_jump_max_seconds": max((abs(j[1]) for j in self._jumps), default=0.0),
+            "decode_errors": float(len(self._errors)),
         }

@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .decoder import DecoderUnavailable, select_decoder
+from .media import detector_frame, luma_plane
 from .sampler import Backoff, Pacer, Sampler
 
 if TYPE_CHECKING:
@@ -137,6 +139,7 @@ class _Worker:
         self.frame_step = 0.04
         self._last_tick = 0.0
         self._last_packet = time.monotonic()
+        self._decoder_noted = False
 
     # -- messages ---------------------------------------------------------------------------
     def scrub(self, text: str) -> str:
@@ -144,8 +147,8 @@ class _Worker:
             text = text.replace(clear, red)
         return text
 
-    def _note(self, text: str) -> None:
-        self.chan.send({"t": "note", "text": self.scrub(text)})
+    def _note(self, text: str, level: str = "warning") -> None:
+        self.chan.send({"t": "note", "text": self.scrub(text), "level": level})
 
     def state(self, state: str, **kw: Any) -> None:
         if "error" in kw and kw["error"] is not None:
@@ -195,6 +198,8 @@ class _Worker:
             try:
                 self.decode(container)
                 result, err = "eof", None
+            except DecoderUnavailable as e:  # decoder: nvdec where NVDEC cannot run: final
+                result, err = "fatal", str(e)
             except Exception as e:
                 why = _describe(e)
                 waited = time.monotonic() - self._last_packet
@@ -207,6 +212,10 @@ class _Worker:
                 except Exception:
                     pass
             up_for = time.monotonic() - opened if self.decoded > decoded_before else 0.0
+            if result == "fatal":
+                self.tick(force=True)
+                self.state("error", error=err, retry_in=None, terminal=True)
+                return EXIT_FAILED
             if result == "eof":
                 if self.decoded == decoded_before:
                     err = "no decodable video frame in the input"
@@ -254,6 +263,10 @@ class _Worker:
             raise ValueError("the input has no video stream")
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"
+        decoder = select_decoder(vs, self.spec.get("decoder", "auto"))
+        if decoder.fallback and not self._decoder_noted:
+            self._decoder_noted = True  # once per stream, not at every reconnect
+            self._note(f"decoder auto: software decode, NVDEC not used ({decoder.fallback})", level="info")
         if self.spec.get("decode_threads"):
             vs.codec_context.thread_count = int(self.spec["decode_threads"])
         rate = vs.average_rate or vs.guessed_rate
@@ -268,7 +281,8 @@ class _Worker:
             if not self.is_file and self.frame_det is not None:
                 self.frame_det.reset()
         cc = vs.codec_context
-        self.state("connected", info={"codec": cc.name, "width": cc.width, "height": cc.height,
+        self.state("connected", info={"codec": cc.name, "decoder": decoder.detail,
+                                      "width": cc.width, "height": cc.height,
                                       "fps": round(fps, 3), "pix_fmt": cc.format.name if cc.format else None})
         if not self.is_file:
             self.sampler.reset()
@@ -282,9 +296,11 @@ class _Worker:
             self._last_packet = time.monotonic()
             self.tick()
             try:
-                frames = packet.decode()
+                frames = decoder.decode(packet)
             except (av.InvalidDataError, av.error.PatchWelcomeError, av.error.BugError) as e:
                 self.decode_errors += 1
+                if self.timing_det is not None:
+                    self.timing_det.on_decode_error(time.time())
                 consecutive_errors += 1
                 if consecutive_errors > 100:
                     raise RuntimeError(f"too many undecodable packets ({_describe(e)})") from None
@@ -313,6 +329,8 @@ class _Worker:
                     clock = time.monotonic()  # live: sample on arrival
                 if self.timing_det is not None:
                     self.timing_det.on_frame(t, wall)
+                    if frame.is_corrupt:  # decoded with errors (concealed), where the decoder says so
+                        self.timing_det.on_decode_error(wall)
                 take = self.sampler.take(clock)
                 if self.det_sampler is not None:
                     det = self.det_sampler.take(clock)
@@ -328,16 +346,10 @@ class _Worker:
             img = frame.reformat(width=self.size, height=self.size, format="rgb24").to_ndarray()
         values = None
         if det and self.frame_det is not None:
-            if self.det_width and self.det_width < w:
-                dw = self.det_width - self.det_width % 2
-                dh = max(2, int(round(h * dw / w / 2)) * 2)
-                dimg = frame.reformat(width=dw, height=dh, format="rgb24").to_ndarray()
-            elif self.det_width:
-                dimg = frame.to_ndarray(format="rgb24")
-            else:
-                dimg = img
+            dimg = detector_frame(frame, self.det_width) if self.det_width else img
             try:
-                values = self.frame_det.update(dimg, t, wall, source_size=(w, h))
+                values = self.frame_det.update(dimg, t, wall, source_size=(w, h),
+                                               luma_native=luma_plane(frame))
             except Exception as e:
                 self.frame_det = None
                 self.det_enabled = False
@@ -490,7 +502,7 @@ class StreamWorker:
             "name": c.name, "url": c.url, "path": c.path, "scheme": c.scheme, "is_file": c.is_file,
             "loop": c.loop, "pace": c.pace, "size": self.size, "sample_interval": c.sample_interval,
             "open_timeout": c.timeouts.open, "read_timeout": c.timeouts.read,
-            "options": dict(c.options), "decode_threads": c.decode_threads,
+            "options": dict(c.options), "decode_threads": c.decode_threads, "decoder": c.decoder,
             "reconnect": c.reconnect.model_dump(),
             "detectors": {"enabled": det.enabled, "frame_width": det.frame_width, "interval": det_interval,
                           "settings": det.settings.model_dump()},
@@ -675,7 +687,8 @@ class StreamWorker:
         elif t == "state":
             self._on_worker_state(h)
         elif t == "note":
-            log.warning("stream %s: %s", self.name, self.scrub(h.get("text", "")))
+            level = logging.INFO if h.get("level") == "info" else logging.WARNING
+            log.log(level, "stream %s: %s", self.name, self.scrub(h.get("text", "")))
         elif t == "hello":  # a new worker process: its counters start from zero
             self._decode_errors_seen = 0
             self.decoded = 0

@@ -229,12 +229,13 @@ def test_streams_are_independent_and_can_be_removed():
 
 def test_per_stream_rules_and_merge():
     base = default_rules()
-    cam2 = merge_rules(base, {"quality_low": {"threshold": 50}, "frozen": {"enabled": False},
+    cam2 = merge_rules(base, {"quality_low": {"enabled": True, "threshold": 50}, "frozen": {"enabled": False},
                               "black": None,
                               "dark": {"key": "black", "comparison": "above", "threshold": 0.5,
                                        "severity": "info"}})
     by = {r.condition: r for r in cam2}
     assert by["quality_low"].threshold == 50 and by["quality_low"].clear_threshold == 55  # gap kept
+    assert by["quality_low"].enabled and not {r.condition: r for r in base}["quality_low"].enabled
     assert not by["frozen"].enabled and not by["black"].enabled
     assert by["dark"].severity == "info"
     assert {r.condition for r in base} <= set(by)
@@ -322,7 +323,10 @@ def test_default_rules_are_data_and_cover_the_conditions():
 
 
 @pytest.mark.parametrize("key,good,bad,condition", [
-    ("score", 72.0, 30.0, "quality_low"),
+    ("score", 72.0, 30.0, "quality_drop"),
+    ("mb_edge_breaks", 0.0005, 0.02, "corrupted"),
+    ("clipped_highlights", 0.01, 0.3, "overexposed"),
+    ("decode_errors", 0.0, 5.0, "decode_errors"),
     ("black", 0.02, 1.0, "black"),
     ("frozen", 0.0, 1.0, "frozen"),
     ("stall_seconds", 0.0, None, "stall"),
@@ -348,3 +352,48 @@ def test_default_rules_detect_injected_degradation_within_3s(key, good, bad, con
     assert first is not None
     assert first.at - onset <= 3.0 + 1e-9, first
     assert first.started_at == pytest.approx(onset, abs=1.0)
+
+
+def test_quality_low_is_off_by_default_and_quality_drop_is_relative():
+    """Clean content can score 20-40 all along (docs/degradations.md): no default absolute
+    quality alarm; a stream that always scores 25 does not alarm, one that falls from 45 to
+    20 does."""
+    for level, after, expect in ((25.0, 25.0, set()), (45.0, 20.0, {"quality_drop"})):
+        eng = AlertEngine()
+        rng = np.random.default_rng(2)
+        started = set()
+        for i in range(200):
+            t = i * DT
+            v = (level if t < 60 else after) + rng.normal(0, 3)
+            started |= {e.condition for e in eng.update("cam1", {"score": v}, t) if e.kind == "start"}
+        assert started == expect, (level, after, started)
+
+
+def test_suppressed_by_one_cause_one_alert():
+    """A black picture is 'black', not also 'too_dark'; a dark (not black) picture is too_dark."""
+    def run_(values):
+        eng = AlertEngine()
+        out = []
+        for i in range(80):
+            out += [e.condition for e in eng.update("cam1", values, i * DT) if e.kind == "start"]
+        return out
+    assert run_({"black": 1.0, "luma_mean": 0.0}) == ["black"]
+    assert run_({"black": 0.5, "luma_mean": 0.04}) == ["too_dark"]
+    # an active alert of the suppressed rule itself goes on
+    r = [AlertRule(condition="a", key="x", comparison="above", threshold=1.0),
+         AlertRule(condition="b", key="y", comparison="above", threshold=1.0, suppressed_by=["a"])]
+    eng = AlertEngine(r)
+    eng.update("cam1", {"x": 0.0, "y": 2.0}, 0.0)
+    eng.update("cam1", {"x": 2.0, "y": 2.0}, 1.0)
+    assert eng.active() == {("cam1", "a", "warning"), ("cam1", "b", "warning")}
+
+
+def test_configuring_a_rule_that_is_off_by_default_turns_it_on():
+    from monitor.alerts import DEFAULT_RULES, merge_rules
+    default = {r.condition: r for r in DEFAULT_RULES}
+    assert not default["quality_low"].enabled
+    merged = {r.condition: r for r in merge_rules(DEFAULT_RULES, {"quality_low": {"threshold": 35}})}
+    assert merged["quality_low"].enabled and merged["quality_low"].threshold == 35
+    kept_off = {r.condition: r for r in merge_rules(DEFAULT_RULES, {"quality_low": {"threshold": 35, "enabled": False}})}
+    assert not kept_off["quality_low"].enabled
+    assert {r.condition: r for r in merge_rules(DEFAULT_RULES, {"frozen": {"min_duration": 9}})}["frozen"].enabled

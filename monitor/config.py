@@ -5,7 +5,7 @@ Layout (every key optional except ``streams``; see ``deploy/vqmon.example.yaml``
     defaults:          # per-stream settings, overridable in each stream
       sample_rate: 1.0 # frames scored per second of stream time
       model: bifusion
-      alerts: {quality_low: {threshold: 35}, noisy: {enabled: false}}  # rule overrides
+      alerts: {quality_low: {threshold: 35}, noisy: {enabled: false}}  # rule overrides (configuring an off-by-default rule turns it on)
       detectors: {enabled: true, frame_width: 640, rate: 0, settings: {...}}
       reconnect: {initial_delay: 1, max_delay: 30, multiplier: 2, jitter: 0.3}
       timeouts: {open: 10, read: 10, stale: 5, hang: 30}
@@ -121,6 +121,9 @@ class StreamSettings(_Model):
     options: dict[str, str] = Field(default_factory=dict,
                                     description="extra FFmpeg options for av.open (strings)")
     decode_threads: int = Field(0, ge=0, le=64, description="0 = FFmpeg's choice")
+    decoder: Literal["auto", "software", "nvdec"] = Field(
+        "auto", description="auto: NVDEC (FFmpeg's cuvid decoders) when it works here, else "
+        "software with the reason logged; nvdec: fail the stream without NVDEC; software: never try")
 
     @field_validator("options", mode="before")
     @classmethod
@@ -259,6 +262,8 @@ class RedisConfig(_Model):
 class MetricsConfig(_Model):
     enabled: bool = True
     listen: str = Field("127.0.0.1:9108", description="HOST:PORT of the /metrics endpoint (port 0 = any)")
+    live_view: bool = Field(True, description="also serve the live view page and /api/streams on listen "
+                                              "(/metrics, /healthz and /readyz are always served)")
 
     @field_validator("listen")
     @classmethod
@@ -362,7 +367,11 @@ class Config(_Model):
             lines.append("redis: disabled")
         else:
             lines.append(f"redis: {self.redis.redacted_url or 'private redis-server (started by vqmon)'}")
-        lines.append(f"metrics: {'http://' + self.metrics.listen + '/metrics' if self.metrics.enabled else 'disabled'}")
+        if not self.metrics.enabled:
+            lines.append("http: disabled")
+        else:
+            base = "http://" + self.metrics.listen
+            lines.append(f"http: {base}/metrics" + (f", live view {base}/" if self.metrics.live_view else ""))
         return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the monitor, in their own registry, served on ``/metrics``.
+"""Prometheus metrics of the monitor, in their own registry, served on ``/metrics`` (monitor.web).
 
 Names and labels (low cardinality: stream names, never region coordinates; full maps go to
 Redis)::
@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import threading
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 try:  # no *_created series: they double the series count and nobody reads them here
     from prometheus_client import disable_created_metrics
@@ -83,8 +83,6 @@ class Metrics:
                                         registry=r)
         self.streams_assigned = Gauge("vqmon_streams_assigned", "Streams monitored by this process (its shard)",
                                       registry=r)
-        self._server = None
-        self._server_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._alerts: set[tuple[str, str, str]] = set()
 
@@ -113,19 +111,6 @@ class Metrics:
             elif key not in self._alerts:
                 return
         self.alert_active.labels(*key).set(1 if active else 0)
-
-    # -- HTTP -------------------------------------------------------------------------------
-    def serve(self, host: str, port: int) -> tuple[str, int]:
-        """Start the /metrics endpoint; returns the bound (host, port) (port 0 picks one)."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
-        self._server, self._server_thread = server, thread
-        return host, server.server_port
-
-    def shutdown(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
 
 def sample_value(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float | None:

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 TERMINAL_STATES = {"ended", "failed"}
+HISTORY_LEN = 300              # recent scores kept per stream for the live view
+HEARTBEAT_MAX_AGE = 30.0       # /healthz fails when the housekeeping loop has not run for this long
 
 
 @dataclass
@@ -58,6 +61,9 @@ class StreamRuntime:
     last_size: tuple[int, int] | None = None
     logged_at: float = 0.0
     was_up: bool = False
+    # (decode time, score, worst cell) of the last HISTORY_LEN scored frames, for the live view
+    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_LEN))
+    last_scored: tuple[int, Any] | None = None  # (scored count, ScoredFrame), replaced as a whole
 
 
 class Monitor(StreamListener):
@@ -80,6 +86,8 @@ class Monitor(StreamListener):
         self._alert_lock = threading.Lock()
         self._active_alerts: set[tuple[str, str, str]] = set()
         self.metrics_address: tuple[str, int] | None = None
+        self.http = None
+        self.heartbeat: float | None = None   # monotonic time the housekeeping loop last ran
         self.stop_event = threading.Event()
         self._started = False
         self.started_at = time.time()
@@ -109,17 +117,22 @@ class Monitor(StreamListener):
             self._start_redis()
         if cfg.metrics.enabled:
             host, port = cfg.metrics.address
+            from .web.app import LiveApp
+            from .web.server import HttpServer
             try:
-                self.metrics_address = self.metrics.serve(host, port)
+                self.http = HttpServer(LiveApp(self, live_view=cfg.metrics.live_view), host, port).start()
             except OSError as e:
                 raise RuntimeError(f"cannot serve metrics on {cfg.metrics.listen}: {e.strerror or e}") from None
-            log.info("metrics on http://%s:%d/metrics", *self.metrics_address)
+            self.metrics_address = self.http.address
+            log.info("metrics on http://%s:%d/metrics%s", *self.metrics_address,
+                     ", live view on /" if cfg.metrics.live_view else "")
         from .batcher import Batcher
         models = {name: rt.cfg.model for name, rt in self.streams.items()}
         self.batcher = Batcher(self.engines, models, max_batch=cfg.engine.max_batch,
                                max_wait=cfg.engine.max_wait_ms / 1000.0, on_result=self._on_scored,
                                on_drop=self._on_drop, on_batch=self._on_batch)
         self.batcher.start()
+        self.heartbeat = time.monotonic()  # run()'s housekeeping loop takes over from here
         for name, rt in self.streams.items():
             size = int(getattr(self.engines[rt.cfg.model], "input_size", 384))
             rt.worker = StreamWorker(rt.cfg, size, self, scrubber=self.scrub)
@@ -172,7 +185,8 @@ class Monitor(StreamListener):
 
     def stop(self) -> None:
         """Stop everything within a few seconds, flushing the Redis buffer."""
-        if not self._started:
+        if not self._started:  # start() failed part way
+            self._stop_http()
             self._cleanup_redis()
             return
         self._started = False
@@ -191,9 +205,14 @@ class Monitor(StreamListener):
                 self._push_state(rt, {"state": "stopped", "up": 0, "updated": f"{now:.3f}"})
         if self.sink is not None:
             self.sink.stop(flush_timeout=self.config.redis.flush_timeout)
-        self.metrics.shutdown()
+        self._stop_http()
         self._cleanup_redis()
         log.info("stopped in %.1f s", time.monotonic() - t0)
+
+    def _stop_http(self) -> None:
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
 
     def _cleanup_redis(self) -> None:
         if self.embedded_redis is not None:
@@ -213,6 +232,7 @@ class Monitor(StreamListener):
                 log.info("all streams ended")
                 break
             self._housekeeping()
+            self.heartbeat = time.monotonic()
             if console is not None:
                 try:
                     console.update()
@@ -326,6 +346,8 @@ class Monitor(StreamListener):
         worst_r, worst_c, worst_v = rm.worst(1)[0]
         rt.scored += 1
         rt.score, rt.worst, rt.last_ts = r.score, worst_v, f.ts
+        rt.history.append((f.ts, r.score, worst_v))
+        rt.last_scored = (rt.scored, r)
         m = self.metrics
         m.quality_score.labels(f.stream).set(r.score)
         m.worst_region.labels(f.stream).set(worst_v)
@@ -446,6 +468,36 @@ class Monitor(StreamListener):
                          "reconnects": w.reconnects if w else 0, "alerts": alerts, "error": rt.error})
         return rows
 
+    def active_alerts(self) -> list[dict[str, Any]]:
+        """Active alerts with severity, onset (epoch s) and peak value."""
+        if self.alerts is None:
+            return []
+        with self._alert_lock:
+            return self.alerts.active_events()
+
+    def health(self) -> tuple[bool, list[str]]:
+        """Liveness (``/healthz``): the scoring thread runs and the housekeeping loop is not stuck."""
+        reasons = []
+        if self.batcher is None or not self.batcher.alive:
+            reasons.append("the scoring thread is not running")
+        age = None if self.heartbeat is None else time.monotonic() - self.heartbeat
+        if age is None:
+            reasons.append("the monitor has not started")
+        elif age > HEARTBEAT_MAX_AGE:
+            reasons.append(f"the housekeeping loop last ran {age:.0f} s ago")
+        return not reasons, reasons
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """Readiness (``/readyz``): engines loaded and, when streams are assigned, one of them up."""
+        reasons = []
+        if not self._started or not self.engines:
+            reasons.append("the quality engines are not loaded yet")
+        states = [rt.state for rt in self.streams.values()]
+        if states and "up" not in states:
+            counts = {st: states.count(st) for st in sorted(set(states))}
+            reasons.append("no assigned stream is up (" + ", ".join(f"{n} {st}" for st, n in counts.items()) + ")")
+        return not reasons, reasons
+
     def header(self) -> str:
         parts = [f"vqmon {__version__}"]
         shard = self.config.shard_assignment
@@ -458,7 +510,8 @@ class Monitor(StreamListener):
             parts.append(f"redis {'up' if self.sink.connected else 'DOWN'} (buffered {self.sink.buffered}, "
                          f"lost {self.sink.stats.lost})")
         if self.metrics_address:
-            parts.append(f"metrics http://{self.metrics_address[0]}:{self.metrics_address[1]}/metrics")
+            base = f"http://{self.metrics_address[0]}:{self.metrics_address[1]}"
+            parts.append(f"live view {base}/" if self.config.metrics.live_view else f"metrics {base}/metrics")
         return "  ".join(parts)
 
 

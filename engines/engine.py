@@ -35,8 +35,7 @@ class QualityEngine:
         self.model = create_model(model, weights=weights)
         self.input_size = self.model.input_size
         self.backend = create_backend(backend, self.model, max_batch=max_batch, **backend_opts)
-        # backends that run elsewhere than the CPU say where (``device``); the CPU ones do not
-        device = torch.device(getattr(self.backend, "device", "cpu"))
+        device = torch.device(self.backend.device)
         if preprocess == "device" or (preprocess == "auto" and device.type == "cuda"):
             self._prepare = DeviceBatcher(device, self.input_size)
             where = f"device {self._prepare.describe()}"

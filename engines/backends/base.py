@@ -21,6 +21,7 @@ class Backend(ABC):
     """
 
     name: str = ""
+    device: torch.device = torch.device("cpu")  # where inputs must be; GPU backends set their own
 
     def __init__(self, model: QualityModel, max_batch: int = 8):
         self.model = model.eval()

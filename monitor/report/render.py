@@ -18,6 +18,7 @@ from .. import overlay
 from .analysis import Event, FileResult, Moment
 
 PLOT_DPI = 80
+OUTLINED_CELLS = 3  # as many as the JSON's worst_regions
 THUMB_QUALITY = 80
 SEVERITY_COLORS = {"info": "#3b82f6", "warning": "#f59e0b", "critical": "#dc2626"}
 VERDICT_COLORS = {"pass": "#15803d", "warn": "#b45309", "fail": "#b91c1c"}
@@ -128,9 +129,10 @@ def legend_gradient(stops: int = 6) -> str:
 
 
 def thumbnail_jpeg(m: Moment) -> bytes:
-    """The frame with its region map as a heat map and the worst cell outlined (the live view's)."""
+    """The frame with its region map as a heat map and the worst cells outlined (as the live view)."""
     h, w = m.image.shape[:2]
-    return overlay.overlay_jpeg(m.image, m.region, (w, h), width=w, quality=THUMB_QUALITY)
+    return overlay.overlay_jpeg(m.image, m.region, (w, h), width=w, quality=THUMB_QUALITY,
+                                outlined=OUTLINED_CELLS)
 
 
 # ----------------------------------------------------------------------------------------------

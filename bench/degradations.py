@@ -2,7 +2,8 @@
 
     python bench/degradations.py [--clips bikes,chaplin,bbb] [--lead 32] [--length 6] [--tail 12]
                                  [--rate 2] [--config vqmon.yaml] [--json results.json] [--keep DIR]
-    python bench/degradations.py --replay results.json [--config vqmon.yaml]   # rules only, seconds
+    python bench/degradations.py --replay results.json [more.json ...] [--config vqmon.yaml]
+                                                                    # rules only, seconds
 
 Test streams are built with PyAV from clean clips in ../shared/media: ``lead`` seconds of the
 clean clip (looped), then ``length`` seconds of one degradation, then ``tail`` clean seconds,
@@ -21,7 +22,11 @@ stream that has been running. Degradations (see ``DEGRADATIONS``):
   H.264 decoder (no motion-compensated error resilience: lost macroblocks are smeared, shifted
   or zero-filled, as after packet loss); the result is re-encoded cleanly, so the monitor sees
   the damage in the picture only, never as decoder errors;
-- ``brightness``: washed out (gain 1.8, +60 levels, clipped).
+- ``brightness``: washed out (gain 1.8, +60 levels, clipped);
+- ``packet_loss`` (damage in the bitstream, see ``BITSTREAM_DEGRADATIONS``): the whole stream
+  encoded cleanly as H.264 in MPEG-TS with a 2 s GOP, then, in the injected span only, 1 % of
+  the 188-byte TS packets of the video PID lost (half dropped, half with their payload
+  overwritten by random bytes), seeded. The monitor decodes the broken bitstream itself.
 
 The monitor pipeline runs on each stream with the product's own parts: the stream worker
 (``monitor.source.StreamWorker``: PyAV decode, sampling at ``rate``, swscale resize, picture
@@ -31,18 +36,25 @@ unless ``--config`` gives overrides). Files are read at full speed (``pace: fals
 alert engine is fed the sample's *media* time: ``vqmon run`` clocks its alert engine with the
 wall clock, which would squeeze every duration of a file decoded faster than real time.
 So latencies here are in media time and leave out the scoring latency of a live run
-(one batch, ~0.2-1 s on CPU). Timing detectors (stall, fps, pts jumps) measure wall-clock
-arrivals and are not part of this benchmark (no timing fault is injected).
+(one batch, ~0.2-1 s on CPU). The worker's timing detectors (stall, fps, pts jumps, decode
+errors) measure wall-clock arrivals, which a file read at full speed squeezes, so the worker
+path leaves them out. Streams damaged in the bitstream (``packet_loss``) go instead through
+``vqmon report``'s pipeline (``monitor.report.analysis``): the same detectors, engine and
+rules, decoded by ``monitor.media.sample_frames`` with the workers' error handling (a packet
+the decoder rejects or a frame it flags corrupt counts as a decode error, decoding goes on)
+and the timing detectors, ``decode_errors`` among them, clocked with media time.
 
 Per degradation: recall (an alert whose onset lies in the injected interval, any condition),
 the conditions that fired, and the time from the injected onset to the alert's ``start``
-event (media seconds). False alarms: alerts whose onset lies outside every injected interval,
-on the clean parts of the test streams and on the clean clips (played as they are, looped by
-the worker to ``--clean-seconds``).
+event (media seconds). False alarms: ``warning`` and ``critical`` alerts whose onset lies
+outside every injected interval, on the clean parts of the test streams and on the clean clips
+(played as they are, looped by the worker to ``--clean-seconds``); ``info`` alerts there are
+listed apart (e.g. ``pillarbox`` on a film that is pillarboxed: true, and nobody is paged).
 
 ``--json`` keeps every sample's score and detector values, so ``--replay`` can re-run only the
 alert rules (e.g. after changing ``monitor/alerts.py`` or with ``--config``'s ``alerts:``) in
-seconds; detector settings and the model need a full run.
+seconds, of one run or several merged (e.g. a full run and a later one of a new degradation);
+detector settings and the model need a full run.
 """
 from __future__ import annotations
 
@@ -199,6 +211,61 @@ DEGRADATIONS: dict[str, Callable] = {
 
 
 # -------------------------------------------------------------------------------------------------
+# degradations of the bitstream: f(MPEG-TS bytes, video PID, injected span, rng) -> MPEG-TS bytes
+# -------------------------------------------------------------------------------------------------
+
+TS_PACKET = 188
+# frames: a key frame every 2 s (a usual broadcast GOP); with the default lead and length
+# (multiples of 2 s) the span ends on a key frame, so the damage cannot outlast it
+TS_GOP = 50
+
+
+def _pes_pts(p: bytes | bytearray, at: int) -> int | None:
+    """PTS (90 kHz) of the PES header at ``at`` in a TS packet, when it has one."""
+    if p[at:at + 3] != b"\x00\x00\x01" or len(p) < at + 14 or not p[at + 7] & 0x80:
+        return None
+    q = p[at + 9:at + 14]
+    return ((q[0] >> 1) & 7) << 30 | q[1] << 22 | (q[2] >> 1) << 15 | q[3] << 7 | q[4] >> 1
+
+
+def packet_loss(ts: bytes, pid: int, span: tuple[float, float], rng, loss: float = 0.01) -> bytes:
+    """Transport packets of the video PID lost in ``span`` (seconds from the first picture).
+
+    Each TS packet carrying a picture whose PTS lies in the span is hit with probability
+    ``loss``: half of the hits are dropped (a lost datagram), half keep their header and
+    adaptation field (PCR) but get random payload bytes (bit errors). A packet that starts a
+    PES (carries the picture's timestamp) is only ever dropped: a forged timestamp would be a
+    timing fault, another test.
+    """
+    if len(ts) % TS_PACKET:
+        raise ValueError("not a stream of 188-byte TS packets")
+    out = bytearray()
+    origin = t = None
+    for i in range(0, len(ts), TS_PACKET):
+        p = ts[i:i + TS_PACKET]
+        if p[0] != 0x47:
+            raise ValueError(f"TS sync byte missing at offset {i}")
+        if ((p[1] & 0x1F) << 8 | p[2]) == pid:
+            control = (p[3] >> 4) & 3
+            payload = 4 + (1 + p[4] if control & 2 else 0)
+            start = bool(p[1] & 0x40)
+            pts = _pes_pts(p, payload) if start and control & 1 else None
+            if pts is not None:
+                origin = pts if origin is None else origin
+                t = (pts - origin) / 90000.0
+            if t is not None and span[0] <= t < span[1] and rng.random() < loss:
+                if start or rng.random() < 0.5:
+                    continue
+                p = p[:payload] + rng.integers(0, 256, TS_PACKET - payload, dtype=np.uint8).tobytes()
+        out += p
+    return bytes(out)
+
+
+BITSTREAM_DEGRADATIONS: dict[str, Callable] = {"packet_loss": packet_loss}
+ALL_DEGRADATIONS = [*DEGRADATIONS, *BITSTREAM_DEGRADATIONS]
+
+
+# -------------------------------------------------------------------------------------------------
 # test streams
 # -------------------------------------------------------------------------------------------------
 
@@ -210,18 +277,34 @@ def read_frames(path: Path) -> list[np.ndarray]:
 
 def build_stream(clean: list[np.ndarray], degradation: str, out: Path, lead: float, length: float,
                  tail: float, seed: int) -> tuple[float, float]:
-    """Write lead clean | degraded | tail clean as H.264; returns the injected (start, end) in s."""
+    """Write lead clean | degraded | tail clean as H.264; returns the injected (start, end) in s.
+
+    Picture degradations are applied to the frames before a transparent encode (container from
+    ``out``'s suffix); bitstream ones to the MPEG-TS bytes after it."""
     import av
     n0, n1, n = round(lead * FPS), round((lead + length) * FPS), round((lead + length + tail) * FPS)
     frames = [clean[i % len(clean)] for i in range(n)]
-    frames[n0:n1] = DEGRADATIONS[degradation](frames[n0:n1], np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    damage = BITSTREAM_DEGRADATIONS.get(degradation)
+    bitstream = damage is not None
+    if not bitstream:
+        frames[n0:n1] = DEGRADATIONS[degradation](frames[n0:n1], rng)
     h, w = frames[0].shape[:2]
-    with av.open(str(out), "w") as o:
-        vs = o.add_stream("libx264", rate=Fraction(FPS), options={"preset": "veryfast", "crf": "16"})
+    options = {"preset": "veryfast", "crf": "16"}
+    if bitstream:
+        options["x264-params"] = f"keyint={TS_GOP}:min-keyint={TS_GOP}:scenecut=0"
+    buf = io.BytesIO()
+    with av.open(buf if bitstream else str(out), "w", format="mpegts" if bitstream else None) as o:
+        vs = o.add_stream("libx264", rate=Fraction(FPS), options=options)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         for a in frames:
             o.mux(vs.encode(av.VideoFrame.from_ndarray(a, format="rgb24")))
         o.mux(vs.encode())
+    if bitstream:
+        buf.seek(0)
+        with av.open(buf) as c:
+            pid = c.streams.video[0].id
+        out.write_bytes(damage(buf.getvalue(), pid, (n0 / FPS, n1 / FPS), rng))
     return n0 / FPS, n1 / FPS
 
 
@@ -298,7 +381,8 @@ def _collect(cfg, size: int, until: float | None, timeout: float) -> list:
 
 
 def measure(cfg, engine, until: float | None = None) -> tuple[list[dict], float]:
-    """Decode, detect and score one stream: (per-sample trace, media seconds covered)."""
+    """Decode, detect and score one stream in the stream worker: (per-sample trace, media
+    seconds covered)."""
     frames = _collect(cfg, engine.input_size, until, timeout=600)
     trace = []
     for i in range(0, len(frames), engine.max_batch):
@@ -307,6 +391,20 @@ def measure(cfg, engine, until: float | None = None) -> tuple[list[dict], float]
             trace.append({"t": m.pts, "score": p.score, "worst": p.region_map.worst(1)[0][2],
                           "detectors": {k: float(v) for k, v in (m.detectors or {}).items() if v is not None}})
     return trace, frames[-1].pts - frames[0].pts + cfg.sample_interval
+
+
+def measure_media_time(cfg, engine) -> tuple[list[dict], float]:
+    """As :func:`measure`, with ``vqmon report``'s pipeline: the timing detectors (decode errors
+    included) on media time, which the worker's wall clock cannot give at full speed."""
+    from monitor.report.analysis import Settings, analyze
+    res = analyze(cfg.path, engine, Settings(rate=cfg.sample_rate, rules=cfg.alert_rules(),
+                                             detectors=cfg.detectors, lowest=0))
+    if res.error or not res.t:
+        raise RuntimeError(f"{cfg.name}: {res.error or 'no sample'}")
+    trace = [{"t": t, "score": res.score[i], "worst": res.worst_region[i],
+              "detectors": {k: float(v[i]) for k, v in res.detectors.items() if v[i] is not None}}
+             for i, t in enumerate(res.t)]
+    return trace, res.t[-1] - res.t[0] + cfg.sample_interval
 
 
 def apply_rules(res: StreamResult, rules) -> None:
@@ -346,9 +444,16 @@ def _label(a: Alert) -> str:
     return f"{a.condition} ({a.severity}) @{a.onset:.1f}s"
 
 
+def _split(alerts: list[Alert]) -> tuple[list[str], list[str]]:
+    """(false alarms: warning and critical, info events) among alerts on clean material."""
+    return ([_label(a) for a in alerts if a.severity != "info"],
+            [_label(a) for a in alerts if a.severity == "info"])
+
+
 def summarize(results: list[StreamResult]) -> dict:
     rows = {}
     fa_clean_parts: list[str] = []
+    info_clean_parts: list[str] = []
     clean_part_seconds = 0.0
     degraded = [r for r in results if r.degradation]
     for deg in dict.fromkeys(r.degradation for r in degraded):
@@ -356,7 +461,9 @@ def summarize(results: list[StreamResult]) -> dict:
         for res in [r for r in degraded if r.degradation == deg]:
             start, end = res.span
             hit, other = attribute(res.alerts, start, end)
-            fa_clean_parts += [f"{res.name}: {_label(a)}" for a in other]
+            false_alarms, info = _split(other)
+            fa_clean_parts += [f"{res.name}: {a}" for a in false_alarms]
+            info_clean_parts += [f"{res.name}: {a}" for a in info]
             clean_part_seconds += res.media_seconds - (end - start)
             first = min(hit, key=lambda a: a.announced) if hit else None
             if first is not None:
@@ -368,7 +475,10 @@ def summarize(results: list[StreamResult]) -> dict:
                 "detected": first is not None,
                 "latency": round(first.announced - start, 2) if first else None,
                 "conditions": sorted({a.condition for a in hit}),
-                "false_alarms": [_label(a) for a in other],
+                # each condition's first start event, from the injected onset
+                "condition_latency": {c: round(min(a.announced for a in hit if a.condition == c) - start, 2)
+                                      for c in sorted({a.condition for a in hit})},
+                "false_alarms": false_alarms, "info_events": info,
                 "score_clean": res.mean_score(0, start), "score_degraded": res.mean_score(start, end),
             }
         rows[deg] = {"streams": len(per_clip), "detected": detected,
@@ -378,8 +488,10 @@ def summarize(results: list[StreamResult]) -> dict:
     return {
         "degradations": rows,
         "false_alarms_clean_parts": fa_clean_parts,
+        "info_events_clean_parts": info_clean_parts,
         "clean_part_seconds": round(clean_part_seconds, 1),
-        "false_alarms_clean_clips": {r.clip: [_label(a) for a in r.alerts] for r in clean},
+        "false_alarms_clean_clips": {r.clip: _split(r.alerts)[0] for r in clean},
+        "info_events_clean_clips": {r.clip: _split(r.alerts)[1] for r in clean},
         "clean_clip_seconds": {r.clip: round(r.media_seconds, 1) for r in clean},
         "clean_clip_scores": {r.clip: r.mean_score() for r in clean},
     }
@@ -395,12 +507,15 @@ def print_tables(summary: dict) -> None:
         med = "-" if r["median_latency"] is None else f"{r['median_latency']:.1f}"
         print(f"| {deg} | {r['detected']}/{r['streams']} | {med} | {conds} | {per} |")
     fa = summary["false_alarms_clean_parts"]
-    print(f"\nfalse alarms on the clean parts of the test streams ({summary['clean_part_seconds']:.0f} s): "
-          f"{len(fa)}" + (": " + "; ".join(fa) if fa else ""))
+    print(f"\nfalse alarms (warning, critical) on the clean parts of the test streams "
+          f"({summary['clean_part_seconds']:.0f} s): {len(fa)}" + (": " + "; ".join(fa) if fa else ""))
     print("clean clips (mean score, seconds, false alarms):")
     for name, alerts in summary["false_alarms_clean_clips"].items():
         print(f"  {name}: score {summary['clean_clip_scores'][name]}, {summary['clean_clip_seconds'][name]} s, "
               f"{len(alerts)} false alarm(s)" + (": " + ", ".join(alerts) if alerts else ""))
+    info = summary["info_events_clean_parts"] + [
+        f"clean {name}: {a}" for name, alerts in summary["info_events_clean_clips"].items() for a in alerts]
+    print(f"info events on clean material: {len(info)}" + (": " + "; ".join(info) if info else ""))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -412,8 +527,10 @@ def build_all(args, work: Path) -> list[tuple[str, str, Path, tuple[float, float
     out = []
     for ci, clip in enumerate(c for c in args.clips.split(",") if c):
         clean = None
-        for di, deg in enumerate(d for d in args.degradations.split(",") if d):
-            path = work / f"{clip}-{deg}-{args.lead:g}-{args.length:g}-{args.tail:g}.mp4"
+        for deg in (d for d in args.degradations.split(",") if d):
+            di = ALL_DEGRADATIONS.index(deg)  # the same seed whichever degradations are run
+            suffix = ".ts" if deg in BITSTREAM_DEGRADATIONS else ".mp4"
+            path = work / f"{clip}-{deg}-{args.lead:g}-{args.length:g}-{args.tail:g}{suffix}"
             span = (args.lead, args.lead + args.length)
             if not path.exists():
                 clean = clean if clean is not None else read_frames(MEDIA / CLIPS[clip])
@@ -438,7 +555,10 @@ def run_all(args, overrides: dict) -> tuple[list[StreamResult], dict]:
         for name, clip, deg, url, span, until in jobs:
             t0 = time.monotonic()
             cfg = stream_config(name, url, args.rate, overrides, loop=until is not None)
-            trace, seconds = measure(cfg, engine, until)
+            if deg in BITSTREAM_DEGRADATIONS:
+                trace, seconds = measure_media_time(cfg, engine)
+            else:
+                trace, seconds = measure(cfg, engine, until)
             res = StreamResult(name, clip, deg, span, seconds, trace)
             apply_rules(res, cfg.alert_rules())
             results.append(res)
@@ -453,22 +573,30 @@ def run_all(args, overrides: dict) -> tuple[list[StreamResult], dict]:
     return results, info
 
 
-def replay(path: str, overrides: dict) -> tuple[list[StreamResult], dict]:
-    """Results of a previous ``--json`` run, their alerts recomputed with today's rules."""
-    data = json.loads(Path(path).read_text())
+def replay(paths: list[str], overrides: dict) -> tuple[list[StreamResult], dict]:
+    """Results of previous ``--json`` runs, their alerts recomputed with today's rules; the
+    streams of several runs are merged (a later run's stream replaces one of the same name)."""
+    streams, runs = {}, []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        runs.append(data["run"])
+        for s in data["streams"]:
+            streams[s["name"]] = (s, data["run"]["rate"])
     results = []
-    for s in data["streams"]:
+    for s, rate in streams.values():
         s = dict(s, span=tuple(s["span"]) if s["span"] else None, alerts=[])
         res = StreamResult(**s)
-        apply_rules(res, stream_config(res.name, "replay", data["run"]["rate"], overrides).alert_rules())
+        apply_rules(res, stream_config(res.name, "replay", rate, overrides).alert_rules())
         results.append(res)
-    return results, dict(data["run"], replayed_from=path)
+    # degraded streams first, as a run lists them
+    results.sort(key=lambda r: r.degradation is None)
+    return results, dict(runs[0], replayed_from=paths, runs=runs)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", default=",".join(CLIPS), help=f"clips to degrade, of {', '.join(CLIPS)}")
-    ap.add_argument("--degradations", default=",".join(DEGRADATIONS))
+    ap.add_argument("--degradations", default=",".join(ALL_DEGRADATIONS))
     ap.add_argument("--clean-clips", default=",".join(CLEAN_CLIPS), help="clean clips for false alarms ('' = none)")
     ap.add_argument("--clean-seconds", type=float, default=60.0, help="media seconds of each clean clip (looped)")
     ap.add_argument("--lead", type=float, default=32.0, help="clean seconds before the degradation")
@@ -480,11 +608,11 @@ def main() -> None:
     ap.add_argument("--config", help="vqmon YAML whose 'defaults' (alerts, detectors) apply to the test streams")
     ap.add_argument("--keep", help="build the test streams in this folder and keep them (reused when present)")
     ap.add_argument("--json", help="write the results, with every sample's values, here")
-    ap.add_argument("--replay", metavar="JSON", help="no decoding or scoring: recompute the alerts of a "
-                    "previous --json run with the current rules (and --config's alerts)")
+    ap.add_argument("--replay", metavar="JSON", nargs="+", help="no decoding or scoring: recompute the "
+                    "alerts of previous --json runs (merged) with the current rules (and --config's alerts)")
     args = ap.parse_args()
     for d in args.degradations.split(","):
-        if d and d not in DEGRADATIONS:
+        if d and d not in ALL_DEGRADATIONS:
             ap.error(f"unknown degradation {d!r}")
     if not args.replay:
         reexec_with_jemalloc([str(Path(__file__).resolve()), *sys.argv[1:]])

@@ -128,8 +128,13 @@ class BiFusionIQA(QualityModel):
         """Load-balancing loss of the MoE in the last forward (0-dim); add it when training."""
         return self.moe.aux_loss
 
+    def backbone_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The backbone maps the rest of the model reads; ``forward(x)`` is
+        ``forward_taps(backbone_taps(x))`` (a frozen-backbone stage caches these)."""
+        return self.backbone.forward_features(x)
+
     def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = self.backbone.forward_features(x)
+        feats = self.backbone_taps(x)
         return [feats[k] for k in TAPS]
 
     def _distortion_map(self, taps: list[torch.Tensor]) -> torch.Tensor:
@@ -141,7 +146,11 @@ class BiFusionIQA(QualityModel):
         return self.distortion.embed(self._distortion_map(self._features(x)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        taps = self._features(x)
+        return self.forward_taps(self.backbone_taps(x))
+
+    def forward_taps(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Everything after the backbone: ``backbone_taps`` output -> ``(scores, maps)``."""
+        taps = [feats[k] for k in TAPS]
         fused = self.fusion(taps)
         region = self.region_ocab(self.region_attn(fused[2]))
         s32 = fused[3]

@@ -133,8 +133,16 @@ class GlintIQA(QualityModel):
         """(B,3,S,S) -> (B,1280): pooled backbone head features (semantic similarity)."""
         return self.backbone.forward_features(x, with_head=True)["head"].mean(dim=(2, 3))
 
+    def backbone_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The backbone maps the rest of the model reads; ``forward(x)`` is
+        ``forward_taps(backbone_taps(x))`` (a frozen-backbone stage caches these)."""
+        return self.backbone.forward_features(x, with_head=True)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.backbone.forward_features(x, with_head=True)
+        return self.forward_taps(self.backbone_taps(x))
+
+    def forward_taps(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Everything after the backbone: ``backbone_taps`` output -> ``(scores, maps)``."""
         glob = self.global_branch(torch.cat([feats["s32"], feats["head"]], dim=1))
         grid = feats["s32"].shape[-2:]
         local = []

@@ -62,10 +62,7 @@ def media_images(media: Path, frames_per_clip: int) -> list[tuple[str, np.ndarra
 
 def pack_holdout_images(pack: Path, seed: int = 0, share: float = 0.15) -> list[tuple[str, np.ndarray]]:
     p = D.load_pack(pack, workers=2)
-    n = len(p.pristine)
-    # the hold-out rule of engines.train.fit (seeded permutation, first ~15 %)
-    n_hold = min(max(1, round(share * n)), n - 1)
-    hold = np.sort(np.random.default_rng(seed).permutation(n)[:n_hold])
+    hold = D.synthetic_holdout(len(p.pristine), seed, share)
     return [(f"pack:{p.pristine_names[i]}", p.pristine[i]) for i in hold]
 
 

@@ -281,6 +281,14 @@ class Pack:
         return int(self.livec.shape[1])
 
 
+def synthetic_holdout(n: int, seed: int = 0, share: float = 0.15) -> np.ndarray:
+    """Sorted indices of the pristine images the synthetic test holds out: a seeded
+    permutation's first ~``share`` (at least one, never all; none when ``share`` is 0). The one
+    rule for training (``fit``), the region stage and ``bench/synthetic_eval.py``."""
+    n_hold = min(max(1, round(share * n)), n - 1) if share > 0 else 0
+    return np.sort(np.random.default_rng(seed).permutation(n)[:n_hold])
+
+
 def _decode_resized(job) -> np.ndarray:
     from ..evaluate import load_image
 

@@ -409,15 +409,23 @@ def jitter(img, level, rng):
     return img[ys, xs]
 
 
+def _random_squares(img, divisor: int, base_counts: tuple[int, ...], rng):
+    """Side, per-level counts (area-scaled) and top-left corners of random squares of side
+    ``min(h, w) / divisor``; corners for the top level are drawn, lower levels use a prefix,
+    so the levels nest."""
+    h, w = img.shape[:2]
+    side = min(max(4, int(round(min(h, w) / divisor))), h, w)
+    counts = _scaled_count(base_counts, h, w)
+    ys = rng.integers(0, h - side + 1, size=counts[-1])
+    xs = rng.integers(0, w - side + 1, size=counts[-1])
+    return side, counts, ys, xs
+
+
 def non_eccentricity_patch(img, level, rng):
     """Small patches replaced by patches copied from nearby (offset) positions."""
     h, w = img.shape[:2]
-    p = max(4, int(round(min(h, w) / 32)))
-    p = min(p, h, w)
-    counts = _scaled_count(NEP_COUNT, h, w)
+    p, counts, ys, xs = _random_squares(img, 32, NEP_COUNT, rng)
     m = counts[-1]
-    ys = rng.integers(0, h - p + 1, size=m)
-    xs = rng.integers(0, w - p + 1, size=m)
     # offsets of 1..2 patch sizes in a random direction
     ang = rng.uniform(0, 2 * np.pi, size=m)
     rad = rng.uniform(1.0, 2.0, size=m) * p
@@ -441,14 +449,8 @@ def quantization(img, level, rng):
 
 def color_block(img, level, rng):
     """Opaque square blocks of random colour at random positions."""
-    h, w = img.shape[:2]
-    s = max(4, int(round(min(h, w) / 12)))
-    s = min(s, h, w)
-    counts = _scaled_count(COLOR_BLOCK_COUNT, h, w)
-    m = counts[-1]
-    ys = rng.integers(0, h - s + 1, size=m)
-    xs = rng.integers(0, w - s + 1, size=m)
-    cols = rng.integers(0, 256, size=(m, 3)).astype(np.uint8)
+    s, counts, ys, xs = _random_squares(img, 12, COLOR_BLOCK_COUNT, rng)
+    cols = rng.integers(0, 256, size=(counts[-1], 3)).astype(np.uint8)
     out = img.copy()
     for i in range(counts[level - 1]):
         out[ys[i] : ys[i] + s, xs[i] : xs[i] + s] = cols[i]

@@ -210,10 +210,8 @@ def run(args: argparse.Namespace) -> dict:
     _say(f"[data] pack {args.pack}: {n_livec} livec + {n_prist} pristine at {pack.size}px "
          f"({clock.marks['load_pack']:.1f} s)")
 
-    rng = np.random.default_rng(args.seed)
-    # synthetic test images: ~15 % of the pristine images, at least one, never all
-    n_hold = min(max(1, round(args.syn_holdout * n_prist)), n_prist - 1) if args.syn_holdout > 0 else 0
-    hold_src = np.sort(rng.permutation(n_prist)[:n_hold])
+    hold_src = D.synthetic_holdout(n_prist, args.seed, args.syn_holdout)
+    n_hold = len(hold_src)
     syn = None
     if args.s1_epochs > 0:
         t = time.perf_counter()

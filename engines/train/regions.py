@@ -63,9 +63,9 @@ def split_pristine(names: list[str], seed: int = 0, holdout_share: float = 0.15,
                    val_images: int = 12) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) pristine indices: the synthetic test's held-out images (the seeded rule of
     ``engines.train.fit``) and every scikit-image photo are left out of both."""
+    from .data import synthetic_holdout
     n = len(names)
-    n_hold = min(max(1, round(holdout_share * n)), n - 1) if holdout_share > 0 else 0
-    hold = set(np.random.default_rng(seed).permutation(n)[:n_hold].tolist())
+    hold = set(synthetic_holdout(n, seed, holdout_share).tolist())
     usable = np.array([i for i in range(n) if i not in hold and not names[i].startswith(EXCLUDE_PREFIX)])
     usable = usable[np.random.default_rng(seed + 1).permutation(len(usable))]
     val_images = min(val_images, max(0, len(usable) - 1))

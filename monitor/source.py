@@ -140,6 +140,7 @@ class _Worker:
         self._last_tick = 0.0
         self._last_packet = time.monotonic()
         self._decoder_noted = False
+        self._nvdec_failed: str | None = None  # why NVDEC failed mid-stream: software from then on
 
     # -- messages ---------------------------------------------------------------------------
     def scrub(self, text: str) -> str:
@@ -263,7 +264,7 @@ class _Worker:
             raise ValueError("the input has no video stream")
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"
-        decoder = select_decoder(vs, self.spec.get("decoder", "auto"))
+        decoder = select_decoder(vs, self.spec.get("decoder", "auto"), failed=self._nvdec_failed)
         if decoder.fallback and not self._decoder_noted:
             self._decoder_noted = True  # once per stream, not at every reconnect
             self._note(f"decoder auto: software decode, NVDEC not used ({decoder.fallback})", level="info")
@@ -281,9 +282,9 @@ class _Worker:
             if not self.is_file and self.frame_det is not None:
                 self.frame_det.reset()
         cc = vs.codec_context
-        self.state("connected", info={"codec": cc.name, "decoder": decoder.detail,
-                                      "width": cc.width, "height": cc.height,
-                                      "fps": round(fps, 3), "pix_fmt": cc.format.name if cc.format else None})
+        info = {"codec": cc.name, "decoder": decoder.detail, "width": cc.width, "height": cc.height,
+                "fps": round(fps, 3), "pix_fmt": cc.format.name if cc.format else None}
+        self.state("connected", info=info)
         if not self.is_file:
             self.sampler.reset()
             self.pacer.reset()
@@ -305,6 +306,8 @@ class _Worker:
                 if consecutive_errors > 100:
                     raise RuntimeError(f"too many undecodable packets ({_describe(e)})") from None
                 continue
+            finally:  # also when the packet failed in software too: reconnects still skip NVDEC
+                self._on_switch(decoder, info)
             consecutive_errors = 0
             for frame in frames:
                 self.decoded += 1
@@ -338,6 +341,15 @@ class _Worker:
                     det = take and self.frame_det is not None
                 if take or det:
                     self.emit(frame, t, wall, take, det)
+
+    def _on_switch(self, decoder, info: dict) -> None:
+        """Once NVDEC failed mid-stream (``auto``): say so, show it, keep software for reconnects."""
+        if decoder.switched is None or self._nvdec_failed is not None:
+            return
+        self._nvdec_failed = decoder.switched  # a reopen would get the same broken NVDEC
+        self._decoder_noted = True  # this note says it; reconnects need not repeat it
+        self._note(f"decoder auto: software decode from now on ({decoder.switched})", level="info")
+        self.state("connected", info={**info, "decoder": decoder.detail})
 
     def emit(self, frame, t: float, wall: float, take: bool, det: bool) -> None:
         w, h = frame.width, frame.height

@@ -4,10 +4,15 @@ These run against the real FFmpeg in PyAV's wheel. Its build lists the cuvid dec
 opening one needs NVIDIA's driver libraries; where they are missing (CI, this VM) ``auto``
 must fall back and ``nvdec`` must fail. On a machine where NVDEC opens, the tests check the
 hardware choice instead.
+
+NVDEC failing mid-stream (it opens, then errors on packets) is exercised with real FFmpeg
+decoders of other codecs standing in for it: put in the NVDEC table for H.264, they open on
+the clip's stream and then fail on its packets, each in one of the ways NVDEC can.
 """
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -17,7 +22,8 @@ import pytest
 
 from conftest import wait_for
 from monitor.config import config_from_dict
-from monitor.decoder import Decoder, DecoderUnavailable, open_context, select_decoder
+import monitor.decoder
+from monitor.decoder import HW_INVALID_LIMIT, Decoder, DecoderUnavailable, open_context, select_decoder
 from monitor.source import StreamListener, StreamWorker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,12 +132,13 @@ class _Listener(StreamListener):
         self.frames += 1
 
 
-def _run_worker(decoder: str, timeout: float = 60.0, **extra) -> tuple[StreamWorker, _Listener]:
+def _run_worker(decoder: str, timeout: float = 60.0, python: str | None = None,
+                **extra) -> tuple[StreamWorker, _Listener]:
     """Run a worker on the clip until it ends or fails; the listener holds what it reported."""
     cfg = config_from_dict({"streams": [{"name": "clip", "url": str(CLIP), "decoder": decoder, "pace": False,
                                          "sample_rate": 2, "detectors": {"enabled": False}, **extra}]}).streams[0]
     listener = _Listener()
-    w = StreamWorker(cfg, 64, listener)
+    w = StreamWorker(cfg, 64, listener, python=python)
     w.start()
     try:
         assert listener.event.wait(timeout), f"worker did not finish: {listener.states}"
@@ -194,3 +201,131 @@ def test_config_rejects_unknown_decoder():
     from monitor.config import ConfigError
     with pytest.raises(ConfigError, match="decoder"):
         config_from_dict({"streams": [{"name": "a", "url": str(CLIP), "decoder": "cuda"}]})
+
+
+# -- NVDEC that opens and then fails mid-stream ----------------------------------------------
+# Real decoders that open on the clip's H.264 stream and fail on its packets (checked against
+# this FFmpeg): h263 refuses every packet with EPERM, the error NVDEC gives when it cannot run
+# (an FFmpeg error other than "invalid data": switch at once); mjpeg calls every packet invalid
+# data (switch after HW_INVALID_LIMIT in a row).
+STAND_INS = {"h263": "PermissionError: Operation not permitted",
+             "mjpeg": f"{HW_INVALID_LIMIT} undecodable packets in a row (InvalidDataError: "}
+
+
+def _decode_clip(stream, decoder: Decoder) -> tuple[list[float], int]:
+    """Frame times out of ``decoder`` for every packet, and the packets it refused (as the worker does)."""
+    times, refused = [], 0
+    for packet in stream.container.demux(stream):
+        try:
+            times += [f.time for f in decoder.decode(packet)]
+        except (av.InvalidDataError, av.error.PatchWelcomeError, av.error.BugError):
+            refused += 1
+    return times, refused
+
+
+@pytest.mark.parametrize("stand_in", sorted(STAND_INS))
+def test_auto_switches_to_software_when_nvdec_fails_mid_stream(monkeypatch, stand_in):
+    with av.open(str(CLIP)) as c:
+        software, _ = _decode_clip(c.streams.video[0], Decoder("h264", False, "h264 (software)"))
+    monkeypatch.setitem(monitor.decoder.CUVID_DECODERS, "h264", stand_in)
+    with av.open(str(CLIP)) as c:
+        vs = c.streams.video[0]
+        d = select_decoder(vs, "auto")
+        assert (d.name, d.hardware, d.switched) == (stand_in, True, None)  # it opened: "NVDEC" in use
+        times, refused = _decode_clip(vs, d)
+        assert d.switched.startswith(f"{stand_in} failed mid-stream: {STAND_INS[stand_in]}")
+        assert (d.name, d.hardware, d.context, d.fallback) == ("h264", False, None, d.switched)
+        assert d.detail == f"h264 (software; {d.switched})"
+        # a reconnect told why goes straight to software, with the same reason
+        again = select_decoder(vs, "auto", failed=d.switched)
+        assert (again.name, again.hardware, again.context, again.detail) == ("h264", False, None, d.detail)
+    if stand_in == "h263":  # refused at the first packet, which software then decodes: nothing lost
+        assert refused == 0 and times == software
+    else:  # the packets before the switch are lost, then software waits for the next keyframe (30)
+        assert refused == HW_INVALID_LIMIT - 1
+        assert set(times) <= set(software) and len(software) - 30 <= len(times) < len(software)
+
+
+@pytest.mark.parametrize("stand_in", sorted(STAND_INS))
+def test_nvdec_mode_never_switches(monkeypatch, stand_in):
+    monkeypatch.setitem(monitor.decoder.CUVID_DECODERS, "h264", stand_in)
+    with av.open(str(CLIP)) as c:
+        vs = c.streams.video[0]
+        d = select_decoder(vs, "nvdec")
+        packets = c.demux(vs)
+        for _ in range(2 * HW_INVALID_LIMIT):
+            with pytest.raises(av.FFmpegError):
+                d.decode(next(packets))
+        assert (d.name, d.hardware, d.switched, d.fallback) == (stand_in, True, None, None)
+
+
+def test_invalid_data_switches_only_after_a_run_of_it(tmp_path, monkeypatch):
+    """One corrupt packet is the stream's fault, not NVDEC's: only a run of them switches."""
+    path = tmp_path / "mjpeg.mkv"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mjpeg", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuvj420p"
+        for i in range(4):
+            out.mux(s.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")))
+        out.mux(s.encode())
+    monkeypatch.setitem(monitor.decoder.CUVID_DECODERS, "mjpeg", "mjpeg")  # the real one as "NVDEC"
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        good = [p for p in c.demux(vs) if p.size]
+        d = select_decoder(vs, "auto")
+
+        def corrupt():
+            p = av.Packet(b"not a jpeg")
+            p.stream = vs
+            with pytest.raises(av.InvalidDataError):  # before the switch from NVDEC, after it from software
+                d.decode(p)
+
+        for packet in good[:2]:
+            for _ in range(HW_INVALID_LIMIT - 1):
+                corrupt()
+            assert len(d.decode(packet)) == 1 and d.hardware and d.switched is None
+        for _ in range(HW_INVALID_LIMIT):
+            corrupt()
+        assert not d.hardware and d.switched.startswith(f"mjpeg failed mid-stream: {HW_INVALID_LIMIT} undecodable")
+        assert len(d.decode(good[2])) == 1  # software goes on
+
+
+MID_STREAM = "h263 failed mid-stream: PermissionError: Operation not permitted"
+
+
+@pytest.fixture
+def stand_in_python(tmp_path) -> str:
+    """An interpreter for the real worker process that puts h263 in as H.264's NVDEC first."""
+    python = tmp_path / "python"
+    python.write_text(f"""#!{sys.executable}
+import runpy
+import monitor.decoder
+monitor.decoder.CUVID_DECODERS["h264"] = "h263"
+runpy.run_module("monitor.source", run_name="__main__")  # what "-m monitor.source" runs
+""")
+    python.chmod(0o755)
+    return str(python)
+
+
+def test_worker_shows_the_mid_stream_switch_and_decodes_on(stand_in_python):
+    w, listener = _run_worker("auto", python=stand_in_python, loop=False)  # one pass: no reopen to re-report
+    assert listener.final == "ended" and listener.frames >= 8 and w.decoded == 250
+    assert w.info["decoder"] == f"h264 (software; {MID_STREAM})"
+
+
+def test_worker_notes_the_switch_once_and_keeps_software_across_reopens(stand_in_python, caplog):
+    caplog.set_level(logging.INFO, logger="monitor.source")
+    cfg = config_from_dict({"streams": [{"name": "clip", "url": str(CLIP), "pace": False, "loop": True,
+                                         "sample_rate": 2, "detectors": {"enabled": False}}]}).streams[0]
+    listener = _Listener()
+    w = StreamWorker(cfg, 64, listener, python=stand_in_python)
+    w.start()
+    try:  # three passes over the 250-frame file: it was reopened twice
+        wait_for(lambda: w.decoded > 600, 30, message=f"two reopens of the looped file ({w.last_error})")
+    finally:
+        w.stop()
+        w.join(5)
+    assert listener.frames > 0 and w.reconnects == 0 and w.last_error is None
+    assert w.info["decoder"] == f"h264 (software; {MID_STREAM})"
+    notes = [(r.levelno, r.getMessage()) for r in caplog.records if "decoder auto" in r.getMessage()]
+    assert notes == [(logging.INFO, f"stream clip: decoder auto: software decode from now on ({MID_STREAM})")]

@@ -140,7 +140,9 @@ class _Worker:
         self._last_tick = 0.0
         self._last_packet = time.monotonic()
         self._decoder_noted = False
-        self._nvdec_failed: str | None = None  # why NVDEC failed mid-stream: software from then on
+        # why NVDEC failed mid-stream: software from then on (the supervisor passes it to a
+        # respawned worker process too)
+        self._nvdec_failed: str | None = spec.get("nvdec_failed")
 
     # -- messages ---------------------------------------------------------------------------
     def scrub(self, text: str) -> str:
@@ -284,6 +286,8 @@ class _Worker:
         cc = vs.codec_context
         info = {"codec": cc.name, "decoder": decoder.detail, "width": cc.width, "height": cc.height,
                 "fps": round(fps, 3), "pix_fmt": cc.format.name if cc.format else None}
+        if self._nvdec_failed:
+            info["nvdec_failed"] = self._nvdec_failed
         self.state("connected", info=info)
         if not self.is_file:
             self.sampler.reset()
@@ -349,7 +353,7 @@ class _Worker:
         self._nvdec_failed = decoder.switched  # a reopen would get the same broken NVDEC
         self._decoder_noted = True  # this note says it; reconnects need not repeat it
         self._note(f"decoder auto: software decode from now on ({decoder.switched})", level="info")
-        self.state("connected", info={**info, "decoder": decoder.detail})
+        self.state("connected", info={**info, "decoder": decoder.detail, "nvdec_failed": decoder.switched})
 
     def emit(self, frame, t: float, wall: float, take: bool, det: bool) -> None:
         w, h = frame.width, frame.height
@@ -515,6 +519,7 @@ class StreamWorker:
             "loop": c.loop, "pace": c.pace, "size": self.size, "sample_interval": c.sample_interval,
             "open_timeout": c.timeouts.open, "read_timeout": c.timeouts.read,
             "options": dict(c.options), "decode_threads": c.decode_threads, "decoder": c.decoder,
+            "nvdec_failed": self.info.get("nvdec_failed"),
             "reconnect": c.reconnect.model_dump(),
             "detectors": {"enabled": det.enabled, "frame_width": det.frame_width, "interval": det_interval,
                           "settings": det.settings.model_dump()},

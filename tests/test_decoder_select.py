@@ -329,3 +329,28 @@ def test_worker_notes_the_switch_once_and_keeps_software_across_reopens(stand_in
     assert w.info["decoder"] == f"h264 (software; {MID_STREAM})"
     notes = [(r.levelno, r.getMessage()) for r in caplog.records if "decoder auto" in r.getMessage()]
     assert notes == [(logging.INFO, f"stream clip: decoder auto: software decode from now on ({MID_STREAM})")]
+
+
+def test_a_respawned_worker_process_keeps_software_after_the_switch(stand_in_python, caplog):
+    caplog.set_level(logging.INFO, logger="monitor.source")
+    cfg = config_from_dict({"streams": [{"name": "clip", "url": str(CLIP), "pace": False, "loop": True,
+                                         "sample_rate": 2, "detectors": {"enabled": False},
+                                         "reconnect": {"initial_delay": 0.1}}]}).streams[0]
+    listener = _Listener()
+    w = StreamWorker(cfg, 64, listener, python=stand_in_python)
+    w.start()
+    try:
+        wait_for(lambda: w.info.get("nvdec_failed") == MID_STREAM, 30, message="the mid-stream switch")
+        assert w.spec()["nvdec_failed"] == MID_STREAM  # what a respawned process is told
+        first = w._proc
+        first.kill()  # as the hang watchdog would
+        wait_for(lambda: w._proc is not first and w.state == "up" and w.decoded > 300, 30,
+                 message=f"a respawned worker decoding ({w.last_error})")
+    finally:
+        w.stop()
+        w.join(5)
+    msgs = [r.getMessage() for r in caplog.records if "decoder auto" in r.getMessage()]
+    # the new process went straight to software, saying why, and never switched again
+    assert msgs == [f"stream clip: decoder auto: software decode from now on ({MID_STREAM})",
+                    f"stream clip: decoder auto: software decode, NVDEC not used ({MID_STREAM})"]
+    assert w.info["decoder"] == f"h264 (software; {MID_STREAM})" and w.info["nvdec_failed"] == MID_STREAM

@@ -1,7 +1,7 @@
 """Baselines on livec-dev: seeded k-fold cross-validation of BRISQUE, NIQE and frozen-Lite0 ridge.
 
     python bench/baselines.py [--csv PATH] [--folds 5] [--seed 0] [--models brisque niqe frozen-ridge]
-                              [--cache-dir DIR] [--json-out FILE]
+                              [--cache-dir DIR] [--json-out FILE] [--frozen-size 384]
 
 Prints the median SROCC / PLCC / KROCC / RMSE over folds, each fold's SROCC, and feature time.
 Features are cached (``engines.baselines.default_cache_dir()`` unless ``--cache-dir``), so a
@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=list(FITTED_MODELS), choices=FITTED_MODELS)
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--frozen-size", type=int, default=None,
+                    help="frozen-ridge input size (default 384, the models' input)")
     args = ap.parse_args(argv)
 
     from rich.console import Console
@@ -42,7 +44,11 @@ def main(argv=None) -> int:
     results = []
     for name in args.models:
         t0 = time.perf_counter()
-        r = evaluate_fitted(name, dataset, folds=args.folds, seed=args.seed, cache_dir=cache)
+        kwargs = {"input_size": args.frozen_size} if name == "frozen-ridge" and args.frozen_size else None
+        r = evaluate_fitted(name, dataset, folds=args.folds, seed=args.seed, cache_dir=cache,
+                            baseline_kwargs=kwargs)
+        if kwargs:
+            r["model"] = f"{name} @{args.frozen_size}"
         r["total_seconds"] = round(time.perf_counter() - t0, 2)
         results.append(r)
 

@@ -2,6 +2,7 @@
 
     python bench/synthetic_eval.py [--media DIR] [--frames-per-clip 2] [--pack DIR]
                                    [--types-per-image N] [--models bifusion glint] [--json-out FILE]
+                                   [--weights NAME=PATH ...]
 
 Content that no training stage saw: frames of the clean clips under ``--media`` (the project's
 ``../shared/media``; ``CLIPS`` below, each licence beside it there), plus, with ``--pack``, the
@@ -103,7 +104,13 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--weights", nargs="+", default=[], metavar="NAME=PATH",
+                    help="score model NAME with these weights instead of the shipped ones")
     args = ap.parse_args(argv)
+    try:
+        weights = dict(w.split("=", 1) for w in args.weights)
+    except ValueError:
+        ap.error("--weights takes NAME=PATH")
 
     sources = [] if args.no_media else media_images(args.media, args.frames_per_clip)
     if args.pack:
@@ -124,7 +131,7 @@ def main(argv=None) -> int:
     report = {"images": names, "types": syn.types, "skipped": syn.skipped, "rows": len(syn),
               "size": SIZE, "seed": args.seed, "models": {}}
     for name in args.models:
-        engine = QualityEngine(name, backend="cpu")
+        engine = QualityEngine(name, backend="cpu", weights=weights.get(name, "default"))
         t0 = time.perf_counter()
         scores = score_all(engine, syn.images)
         secs = time.perf_counter() - t0

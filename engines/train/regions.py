@@ -30,6 +30,9 @@ the starting weights):
 
     python -m engines.train.regions --model bifusion --pack .cache/trainpack --out OUT [--minutes N]
 
+``--level-rank W`` (experimental, not used for the shipped weights) also ranks each photo's
+distorted versions by level across types; ``docs/training.md`` §7 has what it did.
+
 Writes ``OUT/NAME.pt`` (fp16, ``engines.weights.save_weights``, not the shipped file),
 ``OUT/NAME_regions.json`` (settings, timings, before/after numbers) and
 ``OUT/NAME_regions_losses.jsonl``.
@@ -131,13 +134,20 @@ def _run_backbone(model, images: list[np.ndarray], store: dict, start: int, dtyp
 
 def build_cache(model, pristine: np.ndarray, src_idx: np.ndarray, livec: np.ndarray | None,
                 types: list[str], n_full: int, n_pasted: int, seed: int, batch: int = 8,
-                show_progress: bool = True) -> TapCache:
+                show_progress: bool = True, min_level: int = 2, chains: int = 0) -> TapCache:
     """Distort, paste and run the (frozen) backbone once per image; pristine rows are kept in
-    fp16 (memory), livec rows in fp32 (their old/new scores are compared exactly)."""
+    fp16 (memory), livec rows in fp32 (their old/new scores are compared exactly).
+
+    Whole-frame distorted versions: ``n_full`` of a random type and level each, or with
+    ``chains`` that many types per image, each at every level ``min_level``..5 with one seed per
+    type (a monotone chain, as in the synthetic test), ``n_full`` then being their number."""
     from tqdm import tqdm
 
     from .distortions import apply
 
+    if chains:
+        n_full = min(chains, len(types)) * (6 - min_level)
+        n_pasted = min(n_pasted, min(chains, len(types)) * (6 - max(min_level, 2)))
     n_full, n_pasted = int(n_full), min(int(n_pasted), int(n_full))
     per = 1 + n_full + n_pasted
     n_liv = 0 if livec is None else len(livec)
@@ -174,16 +184,25 @@ def build_cache(model, pristine: np.ndarray, src_idx: np.ndarray, livec: np.ndar
         kind[row], src[row] = 0, s
         row += 1
         bads = []
-        for j in range(n_full):
-            t = str(types[int(rng.integers(len(types)))])
-            lv = int(rng.integers(2, 6))
+        if chains:
+            picks = rng.choice(len(types), size=min(chains, len(types)), replace=False)
+            plan = [(str(types[k]), lv, j) for j, k in enumerate(picks) for lv in range(min_level, 6)]
+        else:
+            plan = [(str(types[int(rng.integers(len(types)))]), int(rng.integers(min_level, 6)), j)
+                    for j in range(n_full)]
+        for t, lv, j in plan:
             bad = apply(t, img, lv, np.random.default_rng([seed, int(s), j]))
             bads.append((row, t, lv, bad))
             kind[row], src[row], clean[row], level[row], dnames[row] = 1, s, c_row, lv, t
             rows_img.append(bad)
             row += 1
-        for j in range(n_pasted):
-            f_row, t, lv, bad = bads[j]
+        # chains: paste from random versions of level >= 2 (the first rows are all level 1)
+        if chains:
+            strong = np.flatnonzero([b[2] >= 2 for b in bads])
+            sources = [bads[int(k)] for k in rng.choice(strong, min(n_pasted, len(strong)), replace=False)]
+        else:
+            sources = bads[:n_pasted]
+        for f_row, t, lv, bad in sources:
             reg = random_region(rng, cells)
             out = img.copy()
             ys, xs = slice(reg[0] * CELL, reg[1] * CELL), slice(reg[2] * CELL, reg[3] * CELL)
@@ -293,6 +312,12 @@ class RegionConfig:
     damage_gate: float = 4.0  # ... when the teacher's frame drop exceeds this (points)
     rank_gap: float = 2.0  # teacher score gap (points) that makes a ranking pair
     rank_margin: float = 0.01
+    # cross-type level calibration (0: off, stage 3 as shipped first): within one photo, a
+    # lower distortion level of ANY type must score higher, by level_margin per level of gap
+    w_level: float = 0.0
+    level_images: int = 4  # photos per step, each: clean + level_rows whole-frame distorted rows
+    level_rows: int = 6
+    level_margin: float = 0.02
     seed: int = 0
 
 
@@ -346,6 +371,7 @@ def train_regions(model, cache: TapCache, teacher: Teacher, train_src: np.ndarra
     t_scores = torch.from_numpy(teacher.scores).float()
     t_maps = torch.from_numpy(teacher.maps).float()
     aux_of = getattr(type(model), "aux_loss", None)
+    calibrate = cfg.w_level > 0
 
     first = last = None
     history: list[float] = []
@@ -375,12 +401,22 @@ def train_regions(model, cache: TapCache, teacher: Teacher, train_src: np.ndarra
                 composed.append(True)
         liv = gen.choice(livec_rows, size=min(cfg.livec_per_step, len(livec_rows)), replace=False) \
             if len(livec_rows) and cfg.livec_per_step else np.zeros(0, np.int64)
+        lvl_rows = np.zeros(0, np.int64)
+        if calibrate:
+            # the frame maps in the batch are the region examples' sources: their (moving) maps
+            # are the region targets inside, instead of the teacher's
+            full_rows = list(reg_full)
+            picks = []
+            for s in gen.choice(train_src, size=min(cfg.level_images, len(train_src)), replace=False):
+                f = by_src_full[int(s)]
+                picks += [clean_of[int(s)], *gen.choice(f, size=min(cfg.level_rows, len(f)), replace=False)]
+            lvl_rows = np.asarray(picks, np.int64)
         masks = torch.from_numpy(np.stack([cell_mask(r, cells) for r in regions]))
         # region examples: a real paste is read as it is (mix mask 0), a composed one is the clean
         # frame's maps with the distorted frame's inside the mask
         mix = masks * torch.tensor(composed, dtype=torch.float32)[:, None, None]
         reg_taps = _composite(cache, base_rows, reg_full, mix)
-        glob_rows = np.concatenate([clean_rows, full_rows, liv]).astype(np.int64)
+        glob_rows = np.concatenate([clean_rows, full_rows, liv, lvl_rows]).astype(np.int64)
         glob_taps = cache.batch(glob_rows)
         batch = {k: torch.cat([reg_taps[k], glob_taps[k]]) for k in glob_taps}
         nb = len(srcs)
@@ -388,13 +424,17 @@ def train_regions(model, cache: TapCache, teacher: Teacher, train_src: np.ndarra
         scores, maps = model.forward_taps(batch)
         m_reg, m_clean = maps[:nb], maps[nb:2 * nb]
         # target of a region example: the teacher's distorted map inside, its clean map outside
-        tc, tf = t_maps[clean_rows], t_maps[reg_full]
+        tc = t_maps[clean_rows]
+        tf = maps[2 * nb:3 * nb].detach() if calibrate else t_maps[reg_full]
         target = tf * masks + tc * (1 - masks)
         err = (m_reg - target).abs() / 100.0
         e_in, e_out = _region_means(err, masks)
         loss_region = (0.5 * (e_in + e_out)).mean()
 
-        drop_t = (t_scores[clean_rows] - t_scores[reg_full]).clamp(min=0)
+        if calibrate:  # the frame drop the model now sees
+            drop_t = (scores[nb:2 * nb] - scores[2 * nb:3 * nb]).detach().clamp(min=0)
+        else:
+            drop_t = (t_scores[clean_rows] - t_scores[reg_full]).clamp(min=0)
         margin = (cfg.drop_share * drop_t).clamp(max=cfg.drop_cap)
         in_reg, out_reg = _region_means(m_reg, masks)
         in_clean, _ = _region_means(m_clean, masks)
@@ -403,13 +443,29 @@ def train_regions(model, cache: TapCache, teacher: Teacher, train_src: np.ndarra
         h_out = gate * F.relu(margin.clamp(max=cfg.outside_margin) - (out_reg - in_reg)) / 100.0
         loss_hinge = (h_fall + h_out).mean()
 
-        frame_rows = np.concatenate([clean_rows, full_rows])
-        loss_frame = ((maps[nb:3 * nb] - t_maps[frame_rows]).abs() / 100.0).mean()
-        s_glob, t_glob = scores[nb:], t_scores[glob_rows]
+        # calibrating: distorted frames are ranked by level below, so only the clean photos and
+        # livec-dev keep the teacher's maps and scores
+        frame_rows = np.asarray(clean_rows) if calibrate else np.concatenate([clean_rows, full_rows])
+        loss_frame = ((maps[nb:nb + len(frame_rows)] - t_maps[frame_rows]).abs() / 100.0).mean()
+        keep = np.ones(len(glob_rows), bool)
+        if calibrate:
+            keep[nb:2 * nb] = False
+            keep[2 * nb + len(liv):] = False
+        s_glob, t_glob = scores[nb:][torch.from_numpy(keep)], t_scores[glob_rows[keep]]
         loss_score = ((s_glob - t_glob).abs() / 100.0).mean()
         loss_rank = T.pairwise_rank_loss(s_glob, T.target_pairs(t_glob, cfg.rank_gap), cfg.rank_margin)
         loss = (cfg.w_region * loss_region + cfg.w_hinge * loss_hinge + cfg.w_frame_map * loss_frame
                 + cfg.w_score * loss_score + cfg.w_rank * loss_rank)
+        loss_level = torch.zeros(())
+        if calibrate:
+            s_lvl = scores[-len(lvl_rows):]
+            lv = torch.from_numpy(cache.level[lvl_rows].astype(np.int64))
+            src = torch.from_numpy(cache.src[lvl_rows].astype(np.int64))
+            gap = (lv[None, :] - lv[:, None]).float()  # > 0: row i has the lower level
+            better = (src[:, None] == src[None, :]) & (gap > 0)
+            loss_level = (F.relu(cfg.level_margin * gap - (s_lvl[:, None] - s_lvl[None, :]) / 100.0)
+                          * better).sum() / better.sum().clamp(min=1)
+            loss = loss + cfg.w_level * loss_level
         if aux_of is not None and cfg.w_aux:
             loss = loss + cfg.w_aux * model.aux_loss
 
@@ -420,6 +476,7 @@ def train_regions(model, cache: TapCache, teacher: Teacher, train_src: np.ndarra
         sched.step()
         row = {"step": step, "loss": loss.item(), "region": loss_region.item(), "hinge": loss_hinge.item(),
                "frame_map": loss_frame.item(), "score": loss_score.item(), "rank": loss_rank.item(),
+               "level": loss_level.item(),
                "lr": float(sched.get_last_lr()[0])}
         first = first or row
         last = row
@@ -460,6 +517,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--full", type=int, default=5, help="whole-frame distorted versions per image")
     ap.add_argument("--pasted", type=int, default=3, help="real one-region versions per image")
     ap.add_argument("--val-images", type=int, default=12, help="pristine images kept for the region check")
+    ap.add_argument("--min-level", type=int, default=2, help="lowest level of the whole-frame distorted versions")
+    ap.add_argument("--chains", type=int, default=0,
+                    help="distortion types per image, each at every level from --min-level (replaces --full)")
+    ap.add_argument("--level-rank", type=float, default=0.0,
+                    help="weight of cross-type level ranking (0: off); on, distorted frames are no "
+                         "longer held to the teacher's scores and maps")
     ap.add_argument("--limit-pristine", type=int, default=None)
     ap.add_argument("--limit-livec", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
@@ -471,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     res = run(args)
-    print(json.dumps({k: res[k] for k in ("livec", "val_regions", "timings_s")}, indent=1))
+    print(json.dumps({k: res.get(k) for k in ("livec", "val_regions", "val_levels", "timings_s")}, indent=1))
     return 0
 
 
@@ -504,7 +567,7 @@ def run(args: argparse.Namespace) -> dict:
     t = time.perf_counter()
     src_all = np.concatenate([train_src, val_src])
     cache = build_cache(model, pristine, src_all, pack.livec, types, args.full, args.pasted, args.seed,
-                        show_progress=not args.no_progress)
+                        show_progress=not args.no_progress, min_level=args.min_level, chains=args.chains)
     timings["cache"] = round(time.perf_counter() - t, 1)
     print(f"[regions] {name}: cached {len(cache)} rows ({len(train_src)} train + {len(val_src)} val "
           f"pristine images, {int((cache.kind == 3).sum())} livec) in {timings['cache']:.0f} s", flush=True)
@@ -516,7 +579,7 @@ def run(args: argparse.Namespace) -> dict:
     del teacher_model
     timings["teacher"] = round(time.perf_counter() - t, 1)
 
-    cfg = RegionConfig(steps=args.steps, seed=args.seed)
+    cfg = RegionConfig(steps=args.steps, seed=args.seed, w_level=args.level_rank)
     loss_path = out / f"{name}_regions_losses.jsonl"
     loss_path.unlink(missing_ok=True)
     log = T.LossLog(loss_path)
@@ -535,7 +598,8 @@ def run(args: argparse.Namespace) -> dict:
     wpath = out / f"{name}.pt"
     # the starting weights' meta stays (their recipe, CV numbers, ...) and stage 3 is added
     meta = {k: v for k, v in model.weights_info.items() if k not in ("path", "sha256")}
-    meta["recipe"] = f"{meta.get('recipe', 'unknown')} + {STAGE3_RECIPE}"
+    recipe = STAGE3_RECIPE + (f", cross-type level ranking (weight {cfg.w_level:g})" if cfg.w_level else "")
+    meta["recipe"] = f"{meta.get('recipe', 'unknown')} + {recipe}"
     meta["stage3"] = {k: results[k] for k in ("seed", "config", "train_images", "date", "started_from")}
     save_weights(model, wpath, meta=meta)
     new = create_model(name, weights=wpath)
@@ -558,6 +622,14 @@ def run(args: argparse.Namespace) -> dict:
         results["val_regions"] = {
             "old": localisation_rate(teacher.maps[val_rows], teacher.maps[clean_rows], regs),
             "new": localisation_rate(new_m, new_clean, regs)}
+    # level ranking on the check photos' clean and whole-frame distorted versions (few types
+    # per photo: a quick proxy of bench/synthetic_eval.py, which is the measurement)
+    lvl_rows = np.flatnonzero((cache.kind <= 1) & np.isin(cache.src, val_src))
+    if len(lvl_rows):
+        new_s, _ = predict_taps(new, cache, lvl_rows)
+        key = (cache.src[lvl_rows], np.asarray(cache.dtype, object)[lvl_rows], cache.level[lvl_rows])
+        results["val_levels"] = {"old": T.synthetic_test(teacher.scores[lvl_rows], *key),
+                                 "new": T.synthetic_test(new_s, *key)}
     timings["total"] = round(time.perf_counter() - t0, 1)
     results["timings_s"] = timings
     results["weights"] = {"path": str(wpath), "bytes": wpath.stat().st_size}

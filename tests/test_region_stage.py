@@ -76,18 +76,31 @@ def test_tiny_region_stage_trains_heads_only(photos, name):
     assert not model.training
 
 
-@pytest.mark.parametrize("name", ["bifusion", "glint"])
-def test_level_ranking_orders_levels_across_types(photos, name):
-    """``w_level`` > 0: within one photo a lower level of any type must score higher. On types the
-    shipped models rank poorly across (sharpening is even rewarded), 30 steps raise the
-    within-photo level SROCC of the training rows, and the backbone still does not move."""
-    from engines.train.trainer import synthetic_test
-
+def _level_chains(photos, name):
+    """The shipped model, its cache of four photos with two 5-level chains each (types the
+    shipped models rank poorly across; sharpening is even rewarded) and its teacher."""
     torch.manual_seed(0)
     model = create_model(name)
     types = ["high_sharpen", "color_saturation_1", "gaussian_blur", "banding"]
     cache = R.build_cache(model, photos, np.arange(len(photos)), None, types, n_full=0, n_pasted=1,
                           seed=0, show_progress=False, min_level=1, chains=2)
+    teacher = R.Teacher(*R.predict_taps(copy.deepcopy(model), cache, np.arange(len(cache))))
+    return model, cache, teacher
+
+
+def _train_levels(model, cache, teacher, n, **kw):
+    cfg = R.RegionConfig(steps=30, images_per_step=4, livec_per_step=0, lr=1e-3, seed=0,
+                         w_level=2.0, level_images=4, level_rows=5, **kw)
+    R.train_regions(model, cache, teacher, np.arange(n), cfg, show_progress=False)
+
+
+@pytest.mark.parametrize("name", ["bifusion", "glint"])
+def test_level_ranking_orders_levels_across_types(photos, name):
+    """``w_level`` > 0: within one photo a lower level of any type must score higher. 30 steps
+    raise the within-photo level SROCC of the training rows, and the backbone does not move."""
+    from engines.train.trainer import synthetic_test
+
+    model, cache, teacher = _level_chains(photos, name)
     full = cache.kind == 1
     assert len(cache) == 4 * (1 + 2 * 5 + 1)
     for s in range(len(photos)):  # two types per photo, each at every level 1-5
@@ -96,13 +109,41 @@ def test_level_ranking_orders_levels_across_types(photos, name):
         assert len(chains) == 2 and all(v == [1, 2, 3, 4, 5] for v in chains.values())
     rows = np.flatnonzero(cache.kind <= 1)
     key = (cache.src[rows], np.asarray(cache.dtype, object)[rows], cache.level[rows])
-    teacher = R.Teacher(*R.predict_taps(copy.deepcopy(model), cache, np.arange(len(cache))))
     before = synthetic_test(teacher.scores[rows], *key)["srocc_image_mean"]
 
     backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
-    cfg = R.RegionConfig(steps=30, images_per_step=4, livec_per_step=0, lr=1e-3, seed=0,
-                         w_level=2.0, level_images=4, level_rows=5)
-    R.train_regions(model, cache, teacher, np.arange(len(photos)), cfg, show_progress=False)
+    _train_levels(model, cache, teacher, len(photos))
     after = synthetic_test(R.predict_taps(model, cache, rows)[0], *key)["srocc_image_mean"]
     assert after >= 0.8 and after > before + 0.3, (before, after)
     assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in backbone.items())
+
+
+def test_level_anchor_keeps_distorted_scores_at_the_teachers(photos):
+    """Ranking alone may lift damaged frames toward the clean score (order is all it asks);
+    ``w_anchor`` holds each distorted frame at most ``anchor_slack`` points above the teacher,
+    and the ranking still rises."""
+    from engines.train.trainer import synthetic_test
+
+    model, cache, teacher = _level_chains(photos, "glint")
+    rows = np.flatnonzero(cache.kind <= 1)
+    dist = np.flatnonzero(cache.kind == 1)
+    key = (cache.src[rows], np.asarray(cache.dtype, object)[rows], cache.level[rows])
+    free = copy.deepcopy(model)
+    _train_levels(free, cache, teacher, len(photos))
+    _train_levels(model, cache, teacher, len(photos), w_anchor=5.0)
+
+    def lift(m):  # mean points above teacher + slack over the distorted rows
+        return float(np.maximum(R.predict_taps(m, cache, dist)[0] - teacher.scores[dist] - 2.0, 0).mean())
+
+    before = synthetic_test(teacher.scores[rows], *key)["srocc_image_mean"]
+    after = synthetic_test(R.predict_taps(model, cache, rows)[0], *key)["srocc_image_mean"]
+    assert lift(model) < 0.5 * lift(free) and lift(free) > 1.0, (lift(model), lift(free))
+    assert after > before + 0.2, (before, after)
+
+
+def test_a_second_run_is_recorded_beside_the_first():
+    meta = {"recipe": "stages 1-2"}
+    assert R.record_run(meta, R.STAGE3_RECIPE, {"steps": 1}) == "stage3"
+    assert R.record_run(meta, R.STAGE3_RECIPE + ", level ranking", {"steps": 2}) == "stage3.2"
+    assert meta["stage3"] == {"steps": 1} and meta["stage3.2"] == {"steps": 2}
+    assert meta["recipe"].startswith("stages 1-2 + stage 3: region") and "+ stage 3.2: region" in meta["recipe"]

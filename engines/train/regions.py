@@ -318,6 +318,11 @@ class RegionConfig:
     level_images: int = 4  # photos per step, each: clean + level_rows whole-frame distorted rows
     level_rows: int = 6
     level_margin: float = 0.02
+    # ... and a one-sided anchor on those rows: a distorted frame may not score above the
+    # teacher's score for it + anchor_slack points, so ranking cannot lift strong damage
+    # toward the clean score (what made unanchored runs squeeze blur and JPEG together)
+    w_anchor: float = 0.0
+    anchor_slack: float = 2.0
     seed: int = 0
 
 
@@ -456,7 +461,7 @@ def train_regions(model, cache: TapCache, teacher: Teacher, train_src: np.ndarra
         loss_rank = T.pairwise_rank_loss(s_glob, T.target_pairs(t_glob, cfg.rank_gap), cfg.rank_margin)
         loss = (cfg.w_region * loss_region + cfg.w_hinge * loss_hinge + cfg.w_frame_map * loss_frame
                 + cfg.w_score * loss_score + cfg.w_rank * loss_rank)
-        loss_level = torch.zeros(())
+        loss_level = loss_anchor = torch.zeros(())
         if calibrate:
             s_lvl = scores[-len(lvl_rows):]
             lv = torch.from_numpy(cache.level[lvl_rows].astype(np.int64))
@@ -466,6 +471,11 @@ def train_regions(model, cache: TapCache, teacher: Teacher, train_src: np.ndarra
             loss_level = (F.relu(cfg.level_margin * gap - (s_lvl[:, None] - s_lvl[None, :]) / 100.0)
                           * better).sum() / better.sum().clamp(min=1)
             loss = loss + cfg.w_level * loss_level
+            if cfg.w_anchor:
+                dist = torch.from_numpy(cache.kind[lvl_rows] == 1)
+                over = F.relu(s_lvl - t_scores[lvl_rows] - cfg.anchor_slack) / 100.0
+                loss_anchor = (over * dist).sum() / dist.sum().clamp(min=1)
+                loss = loss + cfg.w_anchor * loss_anchor
         if aux_of is not None and cfg.w_aux:
             loss = loss + cfg.w_aux * model.aux_loss
 
@@ -476,7 +486,7 @@ def train_regions(model, cache: TapCache, teacher: Teacher, train_src: np.ndarra
         sched.step()
         row = {"step": step, "loss": loss.item(), "region": loss_region.item(), "hinge": loss_hinge.item(),
                "frame_map": loss_frame.item(), "score": loss_score.item(), "rank": loss_rank.item(),
-               "level": loss_level.item(),
+               "level": loss_level.item(), "anchor": loss_anchor.item(),
                "lr": float(sched.get_last_lr()[0])}
         first = first or row
         last = row
@@ -506,6 +516,19 @@ def train_regions(model, cache: TapCache, teacher: Teacher, train_src: np.ndarra
 
 # =========================================================================== the command
 
+def record_run(meta: dict, recipe: str, record: dict) -> str:
+    """Add this run to the weights' meta: its recipe step and its record under ``stage3``, or,
+    for weights that have been through this stage already, beside the earlier run
+    (``stage3.2``, ...) rather than over it. Returns the key."""
+    key, n = "stage3", 2
+    while key in meta:
+        key, n = f"stage3.{n}", n + 1
+    step = recipe.replace("stage 3", key.replace("stage3", "stage 3"), 1)
+    meta["recipe"] = f"{meta.get('recipe', 'unknown')} + {step}"
+    meta[key] = record
+    return key
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m engines.train.regions", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, choices=("bifusion", "glint"))
@@ -523,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--level-rank", type=float, default=0.0,
                     help="weight of cross-type level ranking (0: off); on, distorted frames are no "
                          "longer held to the teacher's scores and maps")
+    ap.add_argument("--anchor", type=float, default=0.0,
+                    help="with --level-rank: weight of the hinge that keeps each distorted frame's "
+                         "score at most 2 points above the teacher's")
     ap.add_argument("--limit-pristine", type=int, default=None)
     ap.add_argument("--limit-livec", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
@@ -579,7 +605,9 @@ def run(args: argparse.Namespace) -> dict:
     del teacher_model
     timings["teacher"] = round(time.perf_counter() - t, 1)
 
-    cfg = RegionConfig(steps=args.steps, seed=args.seed, w_level=args.level_rank)
+    if args.anchor and not args.level_rank:
+        raise SystemExit("--anchor needs --level-rank (it anchors the level-ranked rows)")
+    cfg = RegionConfig(steps=args.steps, seed=args.seed, w_level=args.level_rank, w_anchor=args.anchor)
     loss_path = out / f"{name}_regions_losses.jsonl"
     loss_path.unlink(missing_ok=True)
     log = T.LossLog(loss_path)
@@ -598,9 +626,9 @@ def run(args: argparse.Namespace) -> dict:
     wpath = out / f"{name}.pt"
     # the starting weights' meta stays (their recipe, CV numbers, ...) and stage 3 is added
     meta = {k: v for k, v in model.weights_info.items() if k not in ("path", "sha256")}
-    recipe = STAGE3_RECIPE + (f", cross-type level ranking (weight {cfg.w_level:g})" if cfg.w_level else "")
-    meta["recipe"] = f"{meta.get('recipe', 'unknown')} + {recipe}"
-    meta["stage3"] = {k: results[k] for k in ("seed", "config", "train_images", "date", "started_from")}
+    recipe = STAGE3_RECIPE + (f", cross-type level ranking (weight {cfg.w_level:g})" if cfg.w_level else "") \
+        + (f", anchored to the teacher (weight {cfg.w_anchor:g}, +{cfg.anchor_slack:g} points)" if cfg.w_anchor else "")
+    record_run(meta, recipe, {k: results[k] for k in ("seed", "config", "train_images", "date", "started_from")})
     save_weights(model, wpath, meta=meta)
     new = create_model(name, weights=wpath)
 

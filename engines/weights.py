@@ -65,6 +65,8 @@ def load_weights(model: QualityModel, path: str | Path) -> QualityModel:
                 parts.append(f"{label}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}")
         raise WeightsError(f"{path} does not match model {model.name!r} ({'; '.join(parts)})")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    # the input size the weights were trained at is the one they are served at
+    model.input_size = int(payload.get("input_size") or model.input_size)
     model.trained = True
     model.weights_info = {"path": str(path), "sha256": file_sha256(path), **payload.get("meta", {})}
     return model

@@ -189,6 +189,35 @@ def test_pack_drops_pristine_to_fit_the_budget(dataset, tmp_path):
                progress=False, max_mb=0.01)
 
 
+def test_pack_webp_with_backbone(dataset, tmp_path):
+    """The carry-limit options: WebP images (smaller than the JPEG pack, still faithful) and the
+    fp16 ImageNet weights inside the pack."""
+    livec, pristine = dataset
+    jpeg = D.pack(livec, [pristine], tmp_path / "j", size=64, include_skimage=False, workers=1, progress=False)
+    m = D.pack(livec, [pristine], tmp_path / "w", size=64, include_skimage=False, workers=1, progress=False,
+               codec="webp", livec_quality=90, pristine_quality=90, with_backbone=True)
+    out = tmp_path / "w"
+    assert m["codec"] == "webp" and m["backbone"] == D.BACKBONE_FILE and (out / D.BACKBONE_FILE).is_file()
+    images = sorted((out / "livec").iterdir()) + sorted((out / "pristine").iterdir())
+    assert len(images) == 24 and all(p.suffix == ".webp" for p in images)
+    image_bytes = sum(p.stat().st_size for p in images)
+    assert image_bytes < 0.8 * sum(p.stat().st_size for p in (tmp_path / "j").rglob("*.jpg"))
+    assert m["bytes"] == sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    from engines.evaluate import load_image
+
+    with open(out / "livec.csv", newline="") as f:
+        r = list(csv.DictReader(f))[5]
+    want = D.resize_whole(load_image(livec / "images" / r["image"]), 64).astype(np.float64)
+    got = load_image(out / r["file"]).astype(np.float64)
+    assert 10 * math.log10(255**2 / np.mean((want - got) ** 2)) > 30
+    pk = D.load_pack(out)
+    assert pk.livec.shape == (18, 64, 64, 3) and pk.manifest["codec"] == "webp"
+    with pytest.raises(ValueError, match="codec"):
+        D.pack(livec, [pristine], tmp_path / "x", size=64, include_skimage=False, workers=1, progress=False,
+               codec="png")
+    assert jpeg["codec"] == "jpeg" and jpeg["backbone"] is None
+
+
 def test_synthetic_set_structure(tiny_pack):
     pk = D.load_pack(tiny_pack[0], limit_pristine=3)
     syn = D.generate_synthetic(pk.pristine, types_per_image=2, seed=0, workers=2, progress=False)
@@ -228,6 +257,7 @@ def _check_run(out, name, weights, folds):
     model = engines.create_model(name, weights=weights)
     assert model.trained and model.weights_info["seed"] == 0
     assert model.weights_info["tiny"] is True
+    assert model.input_size == F.TINY["size"]  # served at the size it was trained at
     with torch.no_grad():
         scores, maps = model(torch.zeros(2, 3, 64, 64))
     assert scores.shape == (2,) and bool(((scores >= 0) & (scores <= 100)).all())

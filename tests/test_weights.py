@@ -25,6 +25,18 @@ def test_round_trip_marks_trained_and_keeps_outputs(model, tmp_path):
     assert torch.allclose(a, b, atol=0.2)
 
 
+def test_weights_set_the_served_input_size(tmp_path):
+    """Weights trained at another size (e.g. 512) are served at that size, not the class default."""
+    from engines.engine import QualityEngine
+
+    trained = create_model("glint", weights=None)
+    trained.input_size = 256
+    path = save_weights(trained, tmp_path / "glint.pt")
+    assert create_model("glint", weights=path).input_size == 256
+    assert create_model("glint", weights=None).input_size == 384
+    assert QualityEngine("glint", backend="cpu", weights=path).input_size == 256
+
+
 def test_missing_file(model, tmp_path):
     with pytest.raises(WeightsError, match="not found"):
         load_weights(model, tmp_path / "nope.pt")

@@ -530,6 +530,7 @@ def save_final(model, name, args, results, rt, bank, out: Path) -> dict:
     check_idx = np.arange(min(16, len(bank)))
     ref = T.predict(model, bank, check_idx, rt)
     model_cpu = copy.deepcopy(model).float().cpu().to(memory_format=torch.contiguous_format)
+    model_cpu.input_size = int(bank.size)  # served at the size it was trained at
     save_weights(model_cpu, path, meta)
     del model_cpu
     loaded = create_model(name, weights=path).to(rt.device)

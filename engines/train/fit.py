@@ -14,6 +14,10 @@ on CPU (``--tiny`` is the smoke-test size):
    starting from the same stage-1 weights;
 6. ``--final``: stage 2 on all of livec-dev, synthetic test, weights saved with their recipe.
 
+``--frozen-backbone`` is the CPU recipe: the ImageNet backbone stays frozen and runs once per
+image (livec-dev also mirrored, for the flip augmentation); stages 1-2 train only the layers
+after it, on those cached maps.
+
 Everything it measures goes to ``--out`` (``NAME_results.json``, ``NAME_losses.jsonl``, and a
 copy of the weights), and a summary is printed.
 """
@@ -60,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-livec", type=int, default=None)
     p.add_argument("--limit-pristine", type=int, default=None)
     p.add_argument("--workers", type=int, default=None, help="synthesis processes (default: all cores)")
+    p.add_argument("--frozen-backbone", action="store_true",
+                   help="the CPU recipe: keep the ImageNet backbone frozen, run it once per image "
+                        "(livec-dev mirrored too) and train only the layers after it on the cached maps")
     g = p.add_argument_group("synthetic pre-training data")
     g.add_argument("--syn-types", type=int, default=16,
                    help="distortion types per pristine image (each at 5 levels)")
@@ -264,6 +271,18 @@ def run(args: argparse.Namespace) -> dict:
     model = create_model(name, weights=None).to(device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    # what the stages train and read: the model and the images, or (--frozen-backbone) the
+    # layers after the backbone and its cached maps; `model` is the one saved either way
+    net, livec_in = model, livec_bank
+    if args.frozen_backbone:
+        t = time.perf_counter()
+        net = T.TapModel(model)
+        livec_in = T.TapBank(model, livec_bank, mirrored=True, show_progress=not args.no_progress,
+                             desc="livec maps")
+        clock.lap("livec_maps", t)
+        _say(f"[frozen] backbone frozen; livec-dev maps (and mirrored) cached: "
+             f"{livec_in.nbytes / 2**30:.2f} GiB in {clock.marks['livec_maps']:.1f} s")
+    syn_in = syn_bank
     stage1_state = None
     if syn is not None:
         t = time.perf_counter()
@@ -278,6 +297,12 @@ def run(args: argparse.Namespace) -> dict:
                  f"{transfer['anchor_mos_mean']:.1f} +- {transfer['anchor_mos_std']:.1f}")
         else:
             target = 100.0 * syn.quality.astype(np.float32)
+        if args.frozen_backbone:
+            t_maps = time.perf_counter()
+            syn_in = T.TapBank(model, syn_bank, show_progress=not args.no_progress, desc="synthetic maps")
+            syn_bank = None  # the maps are all stage 1 and the synthetic test read
+            _say(f"[frozen] synthetic maps cached: {syn_in.nbytes / 2**30:.2f} GiB in "
+                 f"{time.perf_counter() - t_maps:.1f} s")
         labels = T.SyntheticLabels(src=src_t, dtype=torch.as_tensor(syn.dtype),
                                    level=torch.as_tensor(syn.level), target=torch.as_tensor(target))
         cfg1 = T.Stage1Config(epochs=args.s1_epochs, types_per_batch=args.s1_types_per_batch,
@@ -285,7 +310,7 @@ def run(args: argparse.Namespace) -> dict:
                               lr_backbone=args.s1_lr_backbone, w_con=args.s1_w_con,
                               max_shift=args.max_shift)
         s1_max = None if args.no_budget else 0.3 * args.budget_s
-        stats = T.train_stage1(model, syn_bank, labels, train_rows, cfg1, rt, losslog, args.seed,
+        stats = T.train_stage1(net, syn_in, labels, train_rows, cfg1, rt, losslog, args.seed,
                                max_seconds=s1_max)
         if stats["steps"] < stats["planned_steps"]:
             _say(f"[budget] stage 1 shortened to {stats['steps']} of {stats['planned_steps']} steps "
@@ -293,7 +318,7 @@ def run(args: argparse.Namespace) -> dict:
         clock.lap("stage1", t)
         stage1_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         t = time.perf_counter()
-        test = _synthetic_eval(model, syn_bank, syn, hold_rows, rt)
+        test = _synthetic_eval(net, syn_in, syn, hold_rows, rt)
         clock.lap("synthetic_test", t)
         results["stage1"] = {"config": T.config_dict(cfg1), **stats, "synthetic_test": test,
                              "train_rows": int(len(train_rows)), "holdout_rows": int(len(hold_rows))}
@@ -311,7 +336,7 @@ def run(args: argparse.Namespace) -> dict:
     runs = [tr for tr, _ in folds] + ([np.arange(n_livec)] if args.final else [])
     if runs and not args.no_budget:
         t = time.perf_counter()
-        fit_stage2_to_budget(cfg2, model, stage1_state, livec_bank, mos, runs, rt, clock, args, results)
+        fit_stage2_to_budget(cfg2, net, model, stage1_state, livec_in, mos, runs, rt, clock, args, results)
         clock.lap("budget_check", t)
     results["stage2_config"] = T.config_dict(cfg2)
 
@@ -327,11 +352,11 @@ def run(args: argparse.Namespace) -> dict:
         for k, (tr, va) in enumerate(folds):
             t = time.perf_counter()
             model.load_state_dict(stage1_state)
-            evalf = (lambda m, va=va: {kk: v for kk, v in _metrics(T.predict(m, livec_bank, va, rt), mos[va]).items()
+            evalf = (lambda m, va=va: {kk: v for kk, v in _metrics(T.predict(m, livec_in, va, rt), mos[va]).items()
                                        if kk in ("srocc", "plcc")})
-            stats = T.train_stage2(model, livec_bank, mos, tr, cfg2, rt, losslog, args.seed + 1 + k,
+            stats = T.train_stage2(net, livec_in, mos, tr, cfg2, rt, losslog, args.seed + 1 + k,
                                    tag=f"fold{k}", eval_fn=evalf, eval_every=args.eval_every)
-            pred = T.predict(model, livec_bank, va, rt)
+            pred = T.predict(net, livec_in, va, rt)
             oof[va] = pred
             m = _metrics(pred, mos[va])
             row = {"fold": k, "n_train": int(len(tr)), "n_val": int(len(va)), **m,
@@ -363,13 +388,13 @@ def run(args: argparse.Namespace) -> dict:
     if args.final:
         t = time.perf_counter()
         model.load_state_dict(stage1_state)
-        stats = T.train_stage2(model, livec_bank, mos, np.arange(n_livec), cfg2, rt, losslog,
+        stats = T.train_stage2(net, livec_in, mos, np.arange(n_livec), cfg2, rt, losslog,
                                args.seed + 100, tag="final")
         clock.lap("final", t)
         final = {k: v for k, v in stats.items() if k != "evals"}
-        final["train_fit"] = _metrics(T.predict(model, livec_bank, np.arange(n_livec), rt), mos)
+        final["train_fit"] = _metrics(T.predict(net, livec_in, np.arange(n_livec), rt), mos)
         if syn is not None:
-            final["synthetic_test"] = _synthetic_eval(model, syn_bank, syn,
+            final["synthetic_test"] = _synthetic_eval(net, syn_in, syn,
                                                       np.flatnonzero(np.isin(syn.src, hold_src)), rt)
         results["final"] = final
         save()
@@ -399,12 +424,13 @@ def _write_results(out: Path, name: str, results: dict, clock: Clock) -> None:
     tmp.replace(out / f"{name}_results.json")
 
 
-def fit_stage2_to_budget(cfg2, model, stage1_state, bank, mos, runs, rt, clock, args, results) -> None:
+def fit_stage2_to_budget(cfg2, net, model, stage1_state, bank, mos, runs, rt, clock, args, results) -> None:
     """Lower ``cfg2.epochs`` (the same for every fold and the final run) when the measured step
-    time says the planned epochs would overrun ``--budget-s``; the decision is recorded."""
+    time (of ``net`` on ``bank``) says the planned epochs would overrun ``--budget-s``; the
+    decision is recorded. ``model`` gets ``stage1_state`` back afterwards."""
     from . import trainer as T
 
-    per_step = T.stage2_step_seconds(model, bank, mos, runs[0], cfg2, rt,
+    per_step = T.stage2_step_seconds(net, bank, mos, runs[0], cfg2, rt,
                                      **({"steps": 5, "skip": 2} if args.tiny else {}))
     model.load_state_dict(stage1_state)
     steps_per_epoch = sum(max(1, len(r) // min(cfg2.batch_size, len(r))) for r in runs)
@@ -524,6 +550,7 @@ def save_final(model, name, args, results, rt, bank, out: Path) -> dict:
         "transfer": ({k: v for k, v in results["transfer"].items() if k != "anchor_indices"}
                      if results.get("transfer") else None),
         "tiny": bool(args.tiny),
+        "frozen_backbone": bool(args.frozen_backbone),
     }
     meta = _json_safe(meta)
     # reference scores from the trained model, to check the saved (fp16) file reproduces them

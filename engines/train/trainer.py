@@ -170,7 +170,7 @@ class TapBank:
 
     def __init__(self, model: nn.Module, bank: ImageBank, mirrored: bool = False, chunk: int = 16,
                  show_progress: bool = False, desc: str = "backbone maps"):
-        self.device, self.size, self.n, self.mirrored = bank.device, bank.size, len(bank), mirrored
+        self.device, self.n, self.mirrored = bank.device, len(bank), mirrored
         backbone = find_backbone(model)
         was = backbone.training
         backbone.eval()

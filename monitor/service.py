@@ -617,7 +617,10 @@ def _override_endpoint(raw: dict, section: str, key: str, value: str | None) -> 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", metavar="URL_OR_FILE",
-                   help="streams to monitor (quick form; names are derived from the URLs/files)")
+                   help="streams to monitor (quick form; names are derived from the URLs/files). "
+                        "A password in a URL here is visible to every local user in `ps` and in "
+                        "the shell history: put it in a config file (-c) as ${ENV}, e.g. "
+                        "url: rtsp://user:${CAM_PW}@host/path")
     p.add_argument("-c", "--config", help="YAML configuration (see deploy/vqmon.example.yaml)")
     p.add_argument("--demo", action="store_true",
                    help="monitor the sample clips shipped in monitor/samples (looped, real time)")

@@ -511,11 +511,13 @@ class StreamWorker:
 
     # -- spec -------------------------------------------------------------------------------
     def spec(self) -> dict:
+        from .config import ffmpeg_url
         c = self.cfg
         det = c.detectors
         det_interval = (1.0 / det.rate) if det.rate > 0 else 0.0
         return {
-            "name": c.name, "url": c.url, "path": c.path, "scheme": c.scheme, "is_file": c.is_file,
+            # the URL as FFmpeg must get it (credentials percent-encoded): what av.open is given
+            "name": c.name, "url": ffmpeg_url(c.url), "path": c.path, "scheme": c.scheme, "is_file": c.is_file,
             "loop": c.loop, "pace": c.pace, "size": self.size, "sample_interval": c.sample_interval,
             "open_timeout": c.timeouts.open, "read_timeout": c.timeouts.read,
             "options": dict(c.options), "decode_threads": c.decode_threads, "decoder": c.decoder,

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
-from monitor.config import (ConfigError, Scrubber, config_from_dict, load_config, parse_config, redact_url,
-                            stream_name_for)
+from monitor.config import (ConfigError, Scrubber, config_from_dict, ffmpeg_url, load_config, parse_config,
+                            redact_url, stream_name_for)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "vqmon.example.yaml"
@@ -189,3 +191,92 @@ def test_config_from_dict_roundtrip():
                                                                                            "reuse": True}}]})
     assert cfg.streams[0].options == {"fifo_size": "1000", "reuse": "true"}
     assert cfg.streams[0].scheme == "udp"
+
+
+# ------------------------------------------------------------------------------------------
+# passwords holding URL delimiters (issue 20, F1): '/', '#' and '?' end urlsplit's authority
+# early, so the '@' was never seen and the password went out in clear
+# ------------------------------------------------------------------------------------------
+
+HOST_PATH = "127.0.0.1:8554/cam1"
+ODD_PASSWORDS = ["Pa/ss9word", "Ha#sh9word", "Qu?est9on", "At@sign9x", "Co:lon9x", "Pe%zent9", "Pe%41cent",
+                 "a/b#c?d@e:f%g h", "//##??", "x@127.0.0.2:9/y"]
+
+
+def _forms(pw: str) -> set[str]:
+    """The password as written, percent-decoded and percent-encoded."""
+    return {pw, urllib.parse.unquote(pw), urllib.parse.quote(pw, safe=""),
+            urllib.parse.quote(urllib.parse.unquote(pw), safe="")}
+
+
+def _odd_config(pw: str, how: str):
+    if how == "env":
+        return config_from_dict({"streams": [{"name": "cam1", "url": f"rtsp://admin:${{CAM_PW}}@{HOST_PATH}"}]},
+                                env={"CAM_PW": pw})
+    return config_from_dict({"streams": [{"name": "cam1", "url": f"rtsp://admin:{pw}@{HOST_PATH}"}]}, env={})
+
+
+@pytest.mark.parametrize("how", ["literal", "env"])
+@pytest.mark.parametrize("pw", ODD_PASSWORDS)
+def test_password_with_url_delimiters_is_redacted(pw, how):
+    cfg = _odd_config(pw, how)
+    s = cfg.streams[0]
+    assert s.url == f"rtsp://admin:{pw}@{HOST_PATH}"
+    assert redact_url(s.url) == s.redacted_url == f"rtsp://admin:***@{HOST_PATH}"
+    # what a log line or an FFmpeg error may hold: the URL as configured, as FFmpeg got it,
+    # and the bare password in each of its forms
+    text = " | ".join([f"cannot open {s.url}", ffmpeg_url(s.url), *sorted(_forms(pw))])
+    scrubbed = Scrubber([s.url])(text)
+    assert f"cannot open rtsp://admin:***@{HOST_PATH}" in scrubbed
+    shown = {"scrubbed": scrubbed, "repr": repr(s), "str": str(s), "config repr": repr(cfg),
+             "summary": cfg.summary()}
+    for form in _forms(pw):
+        for where, out in shown.items():
+            assert form not in out, f"{form!r} leaked into {where}: {out}"
+    assert f"cam1: rtsp://admin:***@{HOST_PATH}" in cfg.summary()
+
+
+@pytest.mark.parametrize("pw", ODD_PASSWORDS)
+def test_ffmpeg_url_percent_encodes_the_credentials(pw):
+    url = f"rtsp://admin:{pw}@{HOST_PATH}"
+    enc = ffmpeg_url(url)
+    assert ffmpeg_url(enc) == enc  # idempotent
+    userinfo, _, hostpath = enc[len("rtsp://"):].rpartition("@")
+    assert hostpath == HOST_PATH
+    # only what RFC 3986 allows in userinfo, so FFmpeg's splitter finds the host after it
+    assert re.fullmatch(r"(?:[A-Za-z0-9._~!$&'()*+,;=:-]|%[0-9A-Fa-f]{2})*", userinfo), userinfo
+    user, _, encoded_pw = userinfo.partition(":")
+    assert user == "admin"
+    u = urllib.parse.urlsplit(enc)
+    assert (u.hostname, u.port, u.path) == ("127.0.0.1", 8554, "/cam1")
+    # what the camera gets (FFmpeg percent-decodes RTSP/HTTP credentials): the password, a
+    # valid %XX in it taken as already encoded, a lone '%' as itself
+    assert urllib.parse.unquote(encoded_pw) == urllib.parse.unquote(pw)
+
+
+def test_ffmpeg_url_exact_forms():
+    assert ffmpeg_url("rtsp://admin:Pa/ss9word@127.0.0.1:1/test") == "rtsp://admin:Pa%2Fss9word@127.0.0.1:1/test"
+    assert ffmpeg_url("rtsp://admin:Ha#sh?9@h/x?a=b#f") == "rtsp://admin:Ha%23sh%3F9@h/x?a=b#f"
+    assert ffmpeg_url("https://u:p%40ss@h/x") == "https://u:p%40ss@h/x"          # already encoded
+    assert ffmpeg_url("rtsp://u:100%@h/x") == "rtsp://u:100%25@h/x"               # a lone '%'
+    assert ffmpeg_url("rtsp://us er:a@b@[::1]:554/x") == "rtsp://us%20er:a%40b@[::1]:554/x"
+    for unchanged in ("rtsp://h/x", "/media/a b.mp4", "udp://@239.0.0.1:1234", "https://cdn/@user/x.m3u8",
+                      "rtmp://u:p/w@h/app"):  # FFmpeg's RTMP does not percent-decode credentials
+        assert ffmpeg_url(unchanged) == unchanged
+
+
+def test_redact_keeps_secret_query_parameters_and_odd_passwords_apart():
+    url = "rtsp://admin:Ha#sh?@127.0.0.1:554/live?token=t0ken&channel=1&sig=abc#frag"
+    assert redact_url(url) == "rtsp://admin:***@127.0.0.1:554/live?token=***&channel=1&sig=***#***"
+    out = Scrubber([url])(f"x {url} y t0ken abc Ha#sh? Ha%23sh%3F")
+    assert all(s not in out for s in ("t0ken", "abc", "Ha#sh?", "Ha%23sh%3F")), out
+    assert redact_url("https://cdn.example.com/@user/live.m3u8") == "https://cdn.example.com/@user/live.m3u8"
+    assert redact_url("udp://@239.0.0.1:1234") == "udp://@239.0.0.1:1234"
+
+
+def test_stream_names_never_hold_the_password():
+    taken: set[str] = set()
+    assert stream_name_for("rtsp://admin:Pa/ss9word@127.0.0.1:1/test", taken) == "127.0.0.1-test"
+    assert stream_name_for("rtsp://admin:x/Secret9@127.0.0.1:1/", taken) == "127.0.0.1"
+    assert stream_name_for("rtsp://admin:Ha#Secret9@cam.local/live/main", taken) == "cam.local-main"
+    assert stream_name_for("rtsp://admin:Qu?Secret9@cam.local/live/main", taken) == "cam.local-main-2"

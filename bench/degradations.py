@@ -345,7 +345,7 @@ def stream_config(name: str, url: str, rate: float, overrides: dict, loop: bool 
     }).streams[0]
 
 
-def _collect(cfg, size: int, until: float | None, timeout: float) -> list:
+def _collect(cfg, view, until: float | None, timeout: float) -> list:
     """Sampled frames (FrameMessage) of one stream, decoded by the product's stream worker."""
     from monitor.source import StreamListener, StreamWorker
 
@@ -367,7 +367,7 @@ def _collect(cfg, size: int, until: float | None, timeout: float) -> list:
                 self.done.set()
 
     col = Collector()
-    worker = StreamWorker(cfg, size, col)
+    worker = StreamWorker(cfg, view, col)
     worker.start()
     try:
         if not col.done.wait(timeout):
@@ -383,11 +383,11 @@ def _collect(cfg, size: int, until: float | None, timeout: float) -> list:
 def measure(cfg, engine, until: float | None = None) -> tuple[list[dict], float]:
     """Decode, detect and score one stream in the stream worker: (per-sample trace, media
     seconds covered)."""
-    frames = _collect(cfg, engine.input_size, until, timeout=600)
+    frames = _collect(cfg, engine.view, until, timeout=600)
     trace = []
     for i in range(0, len(frames), engine.max_batch):
         chunk = frames[i:i + engine.max_batch]
-        for m, p in zip(chunk, engine.score([m.image for m in chunk])):
+        for m, p in zip(chunk, engine.score([m.model_frame for m in chunk])):
             trace.append({"t": m.pts, "score": p.score, "worst": p.region_map.worst(1)[0][2],
                           "detectors": {k: float(v) for k, v in (m.detectors or {}).items() if v is not None}})
     return trace, frames[-1].pts - frames[0].pts + cfg.sample_interval

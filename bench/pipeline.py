@@ -84,13 +84,15 @@ def engine_only(engine, frames, batch: int, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def sample_frames(path: Path, size: int, count: int = 16):
+def sample_frames(path: Path, view, count: int = 16):
     import av
+
+    from monitor.media import model_input
     out = []
     with av.open(str(path)) as c:
         for i, frame in enumerate(c.decode(video=0)):
             if i % 8 == 0:
-                out.append(frame.reformat(width=size, height=size, format="rgb24").to_ndarray())
+                out.append(model_input(frame, view))
             if len(out) >= count:
                 break
     return out
@@ -125,7 +127,7 @@ def main() -> None:
     engine = QualityEngine(model=args.model, backend=args.backend, max_batch=args.max_batch)
     batch = max(1, min(args.max_batch, engine.max_batch, args.streams))
 
-    frames = sample_frames(SAMPLE_720P, engine.input_size)
+    frames = sample_frames(SAMPLE_720P, engine.view)
     eng_fps_before = engine_only(engine, frames, batch, args.engine_seconds / 2)
 
     streams = [{"name": f"s{i}-{'1080p' if i % 2 else '720p'}", "url": str(clips[i % 2]), "loop": True}

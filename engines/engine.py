@@ -10,7 +10,7 @@ import torch
 
 from .backends import create_backend
 from .models import create_model
-from .preprocess import DeviceBatcher, prepare_batch
+from .preprocess import DeviceBatcher, prepare_batch, to_rgb_uint8
 from .types import Prediction, RegionMap
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,10 @@ class QualityEngine:
         if preprocess not in ("auto", "host", "device"):
             raise ValueError(f"preprocess must be auto, host or device, not {preprocess!r}")
         self.model = create_model(model, weights=weights)
-        self.input_size = self.model.input_size
+        # the view the weights were trained on (engines.views); idempotent on frames that
+        # already are the view (the monitor's workers send them so)
+        self.view = self.model.input_view
+        self.input_size = self.view.side
         self.backend = create_backend(backend, self.model, max_batch=max_batch, **backend_opts)
         device = torch.device(self.backend.device)
         if preprocess == "device" or (preprocess == "auto" and device.type == "cuda"):
@@ -49,6 +52,7 @@ class QualityEngine:
             "trained": self.model.trained,
             "weights": self.model.weights_info.get("sha256", "untrained")[:12],
             "input_size": self.input_size,
+            "input_view": self.view.mode,
             "preprocess": where,
         }
 
@@ -56,9 +60,19 @@ class QualityEngine:
     def max_batch(self) -> int:
         return self.backend.max_batch
 
-    def score(self, frames: Sequence[np.ndarray]) -> list[Prediction]:
-        """Score frames (uint8/uint16, gray/RGB/RGBA, any size); one Prediction each."""
-        x = self._prepare(frames)
+    def score(self, frames: Sequence[np.ndarray], draws: int = 1) -> list[Prediction]:
+        """Score frames (uint8/uint16, gray/RGB/RGBA, any size); one Prediction each.
+
+        ``draws`` > 1 averages that many views of each frame (the centre view, then seeded
+        random fragment or crop positions): scores and maps alike, since map cell (i, j) is
+        frame cell (i, j) in every draw. The monitor uses one draw per sample and averages over
+        time; still images are worth more draws (``vqmon score --draws``).
+        """
+        d = max(1, draws) if self.view.mode != "resize" else 1
+        rgbs = [to_rgb_uint8(f) for f in frames]
+        x = self._prepare([self.view(rgb, draw=k or None) for rgb in rgbs for k in range(d)])
         scores, maps = self.backend.infer(x)
+        scores = scores.reshape(len(rgbs), d).mean(1)
+        maps = maps.reshape(len(rgbs), d, *maps.shape[1:]).mean(1)
         return [Prediction(float(s), RegionMap(m.astype(np.float32), int(f.shape[0]), int(f.shape[1])))
-                for s, m, f in zip(scores, maps, frames)]
+                for s, m, f in zip(scores, maps, rgbs)]

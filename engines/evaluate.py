@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, special, stats
 
+from .views import DEFAULT_DRAWS
+
 DEEP_MODELS = ("bifusion", "glint")
 FITTED_MODELS = ("brisque", "niqe", "frozen-ridge")
 ALL_MODELS = DEEP_MODELS + FITTED_MODELS
@@ -295,8 +297,9 @@ def _create_model(name: str, weights):
 
 
 def score_deep_model(name: str, paths: Sequence[str | Path], weights="default", batch_size: int = 8,
-                     device: str = "cpu", progress: bool = True) -> tuple[np.ndarray, dict]:
-    """Score image files with trained model ``name``: ``(scores (N,), model info)``."""
+                     device: str = "cpu", progress: bool = True, draws: int = DEFAULT_DRAWS) -> tuple[np.ndarray, dict]:
+    """Score image files with trained model ``name``: ``(scores (N,), model info)``; each score
+    is the mean over ``draws`` views of the image (the model's input view, ``engines.views``)."""
     import torch
     from tqdm import tqdm
 
@@ -312,9 +315,10 @@ def score_deep_model(name: str, paths: Sequence[str | Path], weights="default", 
               leave=False) as bar, torch.inference_mode():
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            x = prepare_batch([load_image(p) for p in chunk], size=model.input_size).to(device)
-            scores, _ = model(x)
-            out.append(scores.float().cpu().numpy().reshape(-1))
+            view, d = model.input_view, (max(1, draws) if model.input_view.mode != "resize" else 1)
+            views = [view(load_image(p), draw=k or None) for p in chunk for k in range(d)]
+            scores, _ = model(prepare_batch(views, size=view.side).to(device))
+            out.append(scores.float().cpu().numpy().reshape(len(chunk), d).mean(1))
             bar.update(len(chunk))
     info = {"trained": bool(getattr(model, "trained", False)),
             "weights": dict(getattr(model, "weights_info", {}) or {})}
@@ -351,10 +355,10 @@ def evaluate_fitted(name: str, dataset: LabelledSet, folds: int = 5, seed: int =
 
 
 def evaluate_deep(name: str, dataset: LabelledSet, weights="default", batch_size: int = 8,
-                  device: str = "cpu", progress: bool = True) -> dict:
+                  device: str = "cpu", progress: bool = True, draws: int = DEFAULT_DRAWS) -> dict:
     t0 = time.perf_counter()
     scores, info = score_deep_model(name, dataset.paths, weights=weights, batch_size=batch_size,
-                                    device=device, progress=progress)
+                                    device=device, progress=progress, draws=draws)
     seconds = time.perf_counter() - t0
     return {"model": name, "protocol": "whole-set", "metrics": compute_metrics(scores, dataset.mos),
             "seconds": round(seconds, 3), **info}
@@ -362,12 +366,12 @@ def evaluate_deep(name: str, dataset: LabelledSet, weights="default", batch_size
 
 def evaluate(models: Sequence[str], dataset: LabelledSet, folds: int = 5, seed: int = 0,
              weights="default", batch_size: int = 8, device: str = "cpu", cache_dir=None,
-             progress: bool = True) -> dict:
+             progress: bool = True, draws: int = DEFAULT_DRAWS) -> dict:
     """Measure each model on ``dataset``; the dict ``vqmon eval --json`` prints."""
     results = []
     for name in models:
         if name in DEEP_MODELS:
-            results.append(evaluate_deep(name, dataset, weights, batch_size, device, progress))
+            results.append(evaluate_deep(name, dataset, weights, batch_size, device, progress, draws))
         elif name in FITTED_MODELS:
             kwargs = {"device": device} if name == "frozen-ridge" else {}
             results.append(evaluate_fitted(name, dataset, folds, seed, cache_dir, progress, kwargs))
@@ -447,6 +451,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="default",
                    help="weights file for a single deep model (default: the shipped weights)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--draws", type=int, default=DEFAULT_DRAWS,
+                   help=f"views averaged per image by the deep models (default {DEFAULT_DRAWS})")
     p.add_argument("--device", default="cpu", help="torch device for deep models / frozen-ridge")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="feature cache folder for baselines (default: $VQMON_CACHE_DIR/features "
@@ -480,7 +486,7 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         report = evaluate(models, dataset, folds=args.folds, seed=args.seed, weights=args.weights,
                           batch_size=args.batch_size, device=args.device, cache_dir=cache_dir,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, draws=args.draws)
     except (RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .models.base import QualityModel
+from .views import InputView
 
 FORMAT = "vqmon-weights"
 VERSION = 1
@@ -24,8 +25,12 @@ def save_weights(model: QualityModel, path: str | Path, meta: dict | None = None
     path = Path(path)
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
              for k, v in model.state_dict().items()}
+    view = model.input_view
+    if view.mode == "resize":  # a whole-frame model is served at the size it was trained at
+        view = InputView(mode="resize", size=model.input_size)
+    meta = {**(meta or {}), "input_view": view.to_meta()}
     payload = {"format": FORMAT, "version": VERSION, "model": model.name,
-               "input_size": model.input_size, "meta": dict(meta or {}), "state_dict": state}
+               "input_size": view.side, "meta": meta, "state_dict": state}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, path)
     return path
@@ -67,6 +72,8 @@ def load_weights(model: QualityModel, path: str | Path) -> QualityModel:
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
     # the input size the weights were trained at is the one they are served at
     model.input_size = int(payload.get("input_size") or model.input_size)
+    meta = payload.get("meta", {})
+    model.input_view = InputView.from_meta(meta.get("input_view"), model.input_size)
     model.trained = True
     model.weights_info = {"path": str(path), "sha256": file_sha256(path), **payload.get("meta", {})}
     return model

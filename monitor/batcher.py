@@ -134,7 +134,7 @@ class Batcher:
             engine = self.engines[model]
             t0 = time.perf_counter()
             try:
-                preds = engine.score([f.image for f in frames])
+                preds = engine.score([f.model_frame for f in frames])
             except Exception as e:
                 log.error("scoring a batch of %d for model %s failed: %s", len(frames), model, e)
                 for f in frames:

@@ -106,6 +106,9 @@ class StreamSettings(_Model):
     """Settings shared by ``defaults`` and every stream."""
 
     sample_rate: float = Field(1.0, gt=0, le=60, description="frames scored per second")
+    score_smoothing: float = Field(
+        4.0, ge=0, le=3600, description="time constant (s) of the smoothed score published beside "
+        "the raw per-frame score (monitor.smoothing); 0 = the raw score")
     model: str = Field("bifusion", min_length=1, max_length=64)
     alerts: dict[str, dict[str, Any] | None] = Field(
         default_factory=dict,

@@ -1,8 +1,8 @@
 """Reading still images and sampling frames from video files (PyAV), for scoring.
 
-Video frames are resized in swscale (``frame.reformat``) straight to the model's input size:
-the model sees the whole frame squeezed to a square anyway (engines.preprocess), so this
-loses nothing and avoids converting full-resolution frames to RGB in numpy.
+Video frames are resized in swscale (``frame.reformat``) straight to the model's working scale
+and cut into its input view there (``model_input``): this avoids converting full-resolution
+frames to RGB in numpy.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pathlib import Path
 import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from engines.views import InputView
 
 from .sampler import Sampler
 
@@ -28,7 +30,7 @@ class MediaError(RuntimeError):
 class SampledFrame:
     index: int           # running number of the sampled frame within its input
     pts: float | None    # presentation time in seconds (None for still images)
-    rgb: np.ndarray      # uint8 (h, w, 3), possibly already resized for the model
+    rgb: np.ndarray      # uint8 (h, w, 3), possibly already the model's input view
     height: int          # original frame size, for region-map coordinates
     width: int
 
@@ -52,15 +54,27 @@ def is_image(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def sample_video(path: str | Path, fps: float, size: int | None = None) -> Iterator[SampledFrame]:
+def sample_video(path: str | Path, fps: float, view: InputView | None = None) -> Iterator[SampledFrame]:
     """Frames of a video file at ``fps`` samples per second of media time (first frame first).
 
-    ``size``: resize to ``size x size`` RGB in swscale; ``None`` keeps the decoded size.
+    ``view``: the model's input view of each frame (``model_input``); ``None`` keeps the
+    decoded frame.
     """
     for index, t, frame in sample_frames(path, fps):
-        rgb = (frame.reformat(width=size, height=size, format="rgb24") if size
-               else frame.reformat(format="rgb24")).to_ndarray()
+        rgb = model_input(frame, view) if view else frame.reformat(format="rgb24").to_ndarray()
         yield SampledFrame(index, t, rgb, frame.height, frame.width)
+
+
+def model_input(frame: av.VideoFrame, view: InputView) -> np.ndarray:
+    """A decoded frame as the model's input view (``engines.views``), resized in swscale.
+
+    The resize to the view's working scale (or to the square of ``resize``) runs in swscale
+    rather than in numpy; the fragments or crop are then cut from that.
+    """
+    if view.mode == "resize":
+        return frame.reformat(width=view.size, height=view.size, format="rgb24").to_ndarray()
+    h, w = view.working_shape(frame.height, frame.width)
+    return view(frame.reformat(width=w, height=h, format="rgb24").to_ndarray())
 
 
 def sample_frames(path: str | Path, fps: float, on_frame: Callable[[float], None] | None = None,

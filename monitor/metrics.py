@@ -4,6 +4,7 @@ Names and labels (low cardinality: stream names, never region coordinates; full 
 Redis)::
 
     vqmon_quality_score{stream}                   last quality score (0-100, higher = better)
+    vqmon_quality_score_smoothed{stream}          the same smoothed over time (score_smoothing)
     vqmon_quality_worst_region_score{stream}      lowest cell of the last region map
     vqmon_stream_up{stream}                       1 while frames arrive, 0 when down/stale/ended
     vqmon_last_frame_timestamp_seconds{stream}    wall time of the last decoded frame
@@ -47,6 +48,9 @@ class Metrics:
         self.registry = r = registry or CollectorRegistry(auto_describe=True)
         self.quality_score = Gauge("vqmon_quality_score", "Last quality score (0-100, higher is better)",
                                    ["stream"], registry=r)
+        self.quality_smoothed = Gauge("vqmon_quality_score_smoothed",
+                                      "Quality score smoothed over time (EMA, time constant score_smoothing s)",
+                                      ["stream"], registry=r)
         self.worst_region = Gauge("vqmon_quality_worst_region_score",
                                   "Score of the worst cell of the last region map (0-100)", ["stream"], registry=r)
         self.stream_up = Gauge("vqmon_stream_up", "1 while the stream delivers frames, else 0", ["stream"], registry=r)

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from engines.types import Prediction, RegionMap
+from engines.views import DEFAULT_DRAWS, InputView
 
 from .media import MediaError, SampledFrame, is_image, read_image, sample_video
 
@@ -26,16 +27,19 @@ def register(subparsers) -> None:
     p.add_argument("--fps", type=float, default=1.0, help="video samples per second (default 1)")
     p.add_argument("--batch", type=int, default=8, help="frames per inference batch (default 8)")
     p.add_argument("--maps", action="store_true", help="include the region map of each frame")
+    p.add_argument("--draws", type=int, default=DEFAULT_DRAWS,
+                   help="still images: views averaged per image (video: one per sample, averaged "
+                        f"over time by the monitor; default {DEFAULT_DRAWS})")
     p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
     p.set_defaults(func=run_score, heavy=True)
 
 
-def _frames(path: str, fps: float, size: int) -> Iterator[SampledFrame]:
+def _frames(path: str, fps: float, view: InputView) -> Iterator[SampledFrame]:
     if is_image(path):
         img = read_image(path)
         yield SampledFrame(0, None, img, img.shape[0], img.shape[1])
     else:
-        yield from sample_video(path, fps, size)
+        yield from sample_video(path, fps, view)
 
 
 def _record(path: str, frame: SampledFrame, pred: Prediction, maps: bool, video: bool) -> dict:
@@ -84,8 +88,8 @@ def run_score(args: argparse.Namespace) -> int:
             progress.update(task, description=Path(path).name)
             try:
                 video = not is_image(path)
-                for batch in _batches(_frames(path, args.fps, engine.input_size), args.batch):
-                    preds = engine.score([f.rgb for f in batch])
+                for batch in _batches(_frames(path, args.fps, engine.view), args.batch):
+                    preds = engine.score([f.rgb for f in batch], draws=1 if video else args.draws)
                     for f, pred in zip(batch, preds):
                         rec = _record(path, f, pred, args.maps, video)
                         if args.json:

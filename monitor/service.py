@@ -30,6 +30,7 @@ from typing import Any
 from . import __version__
 from .config import Config, ConfigError, Scrubber, StreamConfig, config_from_dict, stream_name_for
 from .metrics import Metrics
+from .smoothing import ScoreSmoother
 from .source import FrameMessage, StreamListener, StreamWorker
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class StreamRuntime:
     scored: int = 0
     dropped: int = 0
     score: float | None = None
+    smoothed: float | None = None
     worst: float | None = None
     last_ts: float | None = None          # decode time of the last scored frame
     last_decoded_wall: float | None = None
@@ -61,9 +63,13 @@ class StreamRuntime:
     last_size: tuple[int, int] | None = None
     logged_at: float = 0.0
     was_up: bool = False
-    # (decode time, score, worst cell) of the last HISTORY_LEN scored frames, for the live view
+    # (decode time, score, worst cell, smoothed score) of the last HISTORY_LEN scored frames, for the live view
     history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_LEN))
     last_scored: tuple[int, Any] | None = None  # (scored count, ScoredFrame), replaced as a whole
+    smoother: ScoreSmoother = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.smoother = ScoreSmoother(self.cfg.score_smoothing)
 
 
 class Monitor(StreamListener):
@@ -134,8 +140,7 @@ class Monitor(StreamListener):
         self.batcher.start()
         self.heartbeat = time.monotonic()  # run()'s housekeeping loop takes over from here
         for name, rt in self.streams.items():
-            size = int(getattr(self.engines[rt.cfg.model], "input_size", 384))
-            rt.worker = StreamWorker(rt.cfg, size, self, scrubber=self.scrub)
+            rt.worker = StreamWorker(rt.cfg, self.engines[rt.cfg.model].view, self, scrubber=self.scrub)
             rt.worker.start()
         self._started = True
 
@@ -346,16 +351,19 @@ class Monitor(StreamListener):
         worst_r, worst_c, worst_v = rm.worst(1)[0]
         rt.scored += 1
         rt.score, rt.worst, rt.last_ts = r.score, worst_v, f.ts
-        rt.history.append((f.ts, r.score, worst_v))
+        rt.smoothed = rt.smoother.update(f.ts, r.score)
+        rt.history.append((f.ts, r.score, worst_v, rt.smoothed))
         rt.last_scored = (rt.scored, r)
         m = self.metrics
         m.quality_score.labels(f.stream).set(r.score)
+        m.quality_smoothed.labels(f.stream).set(rt.smoothed)
         m.worst_region.labels(f.stream).set(worst_v)
         m.scored.labels(f.stream).inc()
         if self.sink is not None:
             rows, cols = rm.shape
             fields = {
-                "ts": f"{math.floor(f.ts * 1000) / 1000:.3f}", "pts": f"{f.pts:.3f}", "score": f"{r.score:.2f}", "worst": f"{worst_v:.2f}",
+                "ts": f"{math.floor(f.ts * 1000) / 1000:.3f}", "pts": f"{f.pts:.3f}", "score": f"{r.score:.2f}",
+                "score_smoothed": f"{rt.smoothed:.2f}", "worst": f"{worst_v:.2f}",
                 "worst_cell": f"{worst_r},{worst_c}", "worst_box": ",".join(map(str, rm.cell_box(worst_r, worst_c))),
                 "map": encode_map(rm.values), "map_shape": f"{rows},{cols}",
                 "frame_size": f"{f.width},{f.height}", "detectors": dumps_detectors(f.detectors),
@@ -363,7 +371,8 @@ class Monitor(StreamListener):
             }
             self.sink.put_record(f.stream, fields, ts=f.ts)
             self._push_state(rt, {"state": rt.state, "up": int(rt.state == "up"), "ts": fields["ts"],
-                                  "pts": fields["pts"], "score": fields["score"], "worst": fields["worst"],
+                                  "pts": fields["pts"], "score": fields["score"],
+                                  "score_smoothed": fields["score_smoothed"], "worst": fields["worst"],
                                   "worst_box": fields["worst_box"], "frame_size": fields["frame_size"],
                                   "updated": f"{time.time():.3f}"})
         self._alert_update(f.stream, {"score": r.score, "worst_region": worst_v},

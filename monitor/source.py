@@ -35,8 +35,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .decoder import DecoderUnavailable, select_decoder
-from .media import detector_frame, luma_plane
+from engines.views import InputView
+
+from .media import detector_frame, luma_plane, model_input
 from .sampler import Backoff, Pacer, Sampler
+
+DISPLAY_SIZE = 384  # side of the whole-frame picture a worker sends with each sample
 
 if TYPE_CHECKING:
     from .config import StreamConfig
@@ -108,7 +112,10 @@ class _Worker:
         # files: real time unless told otherwise; network sources are live (their sender paces
         # them) unless ``pace: true`` asks to pace e.g. an HTTP/HLS VOD at real time
         self.pace = self.is_file if pace is None else bool(pace)
-        self.size = int(spec["size"])
+        self.view = InputView(**spec["view"])
+        # the picture kept for thumbnails (and detectors at frame_width 0): the model's own
+        # input when that is the whole frame, else the frame squeezed to DISPLAY_SIZE
+        self.size = self.view.size if self.view.mode == "resize" else DISPLAY_SIZE
         self.scrub_pairs = [tuple(p) for p in spec.get("scrub", [])]
         self.sampler = Sampler(float(spec["sample_interval"]))
         det = spec.get("detectors") or {}
@@ -372,9 +379,12 @@ class _Worker:
                 self._note(f"detectors disabled after an error: {_describe(e)}")
         if take:
             self.seq += 1
+            payload = img.tobytes()
+            if self.view.mode != "resize":
+                payload += model_input(frame, self.view).tobytes()
             self.chan.send({"t": "frame", "seq": self.seq, "pts": t, "ts": wall, "w": w, "h": h,
-                            "size": self.size, "decoded": self.decoded, "detectors": values},
-                           memoryview(img).cast("B") if img.flags.c_contiguous else img.tobytes())
+                            "size": self.size, "side": self.view.side, "decoded": self.decoded,
+                            "detectors": values}, payload)
         elif values is not None:
             self.chan.send({"t": "det", "pts": t, "ts": wall, "detectors": values})
 
@@ -421,9 +431,15 @@ class FrameMessage:
     ts: float             # wall-clock time the frame was decoded (epoch seconds)
     width: int            # original frame size (for the region map)
     height: int
-    image: Any            # np.ndarray (size, size, 3) uint8
+    image: Any            # np.ndarray (size, size, 3) uint8: the whole frame, for thumbnails
     detectors: dict[str, float] | None = None
     received: float = field(default_factory=time.monotonic)
+    model_image: Any = None  # the model's input view (engines.views); None: ``image`` is it
+
+    @property
+    def model_frame(self) -> Any:
+        """What the engine scores: the model's input view."""
+        return self.image if self.model_image is None else self.model_image
 
 
 class StreamListener:
@@ -444,12 +460,12 @@ DOWN_STATES = {"starting", "connecting", "error", "stale", "ended", "failed", "s
 class StreamWorker:
     """Runs and supervises the worker process of one stream (a thread in the monitor)."""
 
-    def __init__(self, cfg: StreamConfig, size: int, listener: StreamListener,
+    def __init__(self, cfg: StreamConfig, view: InputView, listener: StreamListener,
                  scrubber=None, python: str | None = None):
         from .config import Scrubber
         self.cfg = cfg
         self.name = cfg.name
-        self.size = int(size)
+        self.view = view
         self.listener = listener
         self.scrub = scrubber or Scrubber([cfg.url])
         self.python = python or sys.executable
@@ -518,7 +534,7 @@ class StreamWorker:
         return {
             # the URL as FFmpeg must get it (credentials percent-encoded): what av.open is given
             "name": c.name, "url": ffmpeg_url(c.url), "path": c.path, "scheme": c.scheme, "is_file": c.is_file,
-            "loop": c.loop, "pace": c.pace, "size": self.size, "sample_interval": c.sample_interval,
+            "loop": c.loop, "pace": c.pace, "view": self.view.to_meta(), "sample_interval": c.sample_interval,
             "open_timeout": c.timeouts.open, "read_timeout": c.timeouts.read,
             "options": dict(c.options), "decode_threads": c.decode_threads, "decoder": c.decoder,
             "nvdec_failed": self.info.get("nvdec_failed"),
@@ -694,12 +710,15 @@ class StreamWorker:
         elif t == "frame":
             import numpy as np
             self._progress(int(h.get("decoded", 0)))
-            size = int(h["size"])
-            img = np.frombuffer(payload, dtype=np.uint8).reshape(size, size, 3)
+            size, side = int(h["size"]), int(h["side"])
+            pixels = np.frombuffer(payload, dtype=np.uint8)
+            img = pixels[:size * size * 3].reshape(size, size, 3)
+            view = pixels[size * size * 3:].reshape(side, side, 3) if pixels.size > img.size else None
             if self.state != "up":
                 self._set_state("up")
             self.listener.on_frame(FrameMessage(self.name, int(h["seq"]), float(h["pts"]), float(h["ts"]),
-                                                int(h["w"]), int(h["h"]), img, h.get("detectors")))
+                                                int(h["w"]), int(h["h"]), img, h.get("detectors"),
+                                                model_image=view))
         elif t == "det":
             if h.get("detectors"):
                 self.listener.on_detectors(self.name, h["detectors"], h.get("pts"), float(h["ts"]))

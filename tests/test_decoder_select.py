@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import wait_for
+from engines.views import InputView
 from monitor.config import config_from_dict
 import monitor.decoder
 from monitor.decoder import HW_INVALID_LIMIT, Decoder, DecoderUnavailable, open_context, select_decoder
@@ -138,7 +139,7 @@ def _run_worker(decoder: str, timeout: float = 60.0, python: str | None = None,
     cfg = config_from_dict({"streams": [{"name": "clip", "url": str(CLIP), "decoder": decoder, "pace": False,
                                          "sample_rate": 2, "detectors": {"enabled": False}, **extra}]}).streams[0]
     listener = _Listener()
-    w = StreamWorker(cfg, 64, listener, python=python)
+    w = StreamWorker(cfg, InputView(mode="resize", size=64), listener, python=python)
     w.start()
     try:
         assert listener.event.wait(timeout), f"worker did not finish: {listener.states}"
@@ -174,7 +175,7 @@ def test_worker_logs_the_fallback_once_across_reopens(caplog):
     cfg = config_from_dict({"streams": [{"name": "clip", "url": str(CLIP), "pace": False, "loop": True,
                                          "detectors": {"enabled": False}}]}).streams[0]
     listener = _Listener()
-    w = StreamWorker(cfg, 64, listener)
+    w = StreamWorker(cfg, InputView(mode="resize", size=64), listener)
     w.start()
     try:  # three passes over the 250-frame file: it was reopened twice
         wait_for(lambda: w.decoded > 600, 30, message="two reopens of the looped file")
@@ -318,7 +319,7 @@ def test_worker_notes_the_switch_once_and_keeps_software_across_reopens(stand_in
     cfg = config_from_dict({"streams": [{"name": "clip", "url": str(CLIP), "pace": False, "loop": True,
                                          "sample_rate": 2, "detectors": {"enabled": False}}]}).streams[0]
     listener = _Listener()
-    w = StreamWorker(cfg, 64, listener, python=stand_in_python)
+    w = StreamWorker(cfg, InputView(mode="resize", size=64), listener, python=stand_in_python)
     w.start()
     try:  # three passes over the 250-frame file: it was reopened twice
         wait_for(lambda: w.decoded > 600, 30, message=f"two reopens of the looped file ({w.last_error})")
@@ -337,7 +338,7 @@ def test_a_respawned_worker_process_keeps_software_after_the_switch(stand_in_pyt
                                          "sample_rate": 2, "detectors": {"enabled": False},
                                          "reconnect": {"initial_delay": 0.1}}]}).streams[0]
     listener = _Listener()
-    w = StreamWorker(cfg, 64, listener, python=stand_in_python)
+    w = StreamWorker(cfg, InputView(mode="resize", size=64), listener, python=stand_in_python)
     w.start()
     try:
         wait_for(lambda: w.info.get("nvdec_failed") == MID_STREAM, 30, message="the mid-stream switch")

@@ -23,6 +23,7 @@ from engines.evaluate import (
     kfold_indices,
     load_labelled_csv,
 )
+from engines.views import InputView
 
 REPO = Path(__file__).resolve().parents[1]
 LIVEC = Path(os.environ.get("VQMON_LIVEC_DEV", REPO.parent / "shared" / "datasets" / "livec-dev"))
@@ -200,6 +201,7 @@ class _BrightnessModel(torch.nn.Module):
     """Stands in for a trained engine: score = mean input brightness."""
 
     input_size = 64
+    input_view = InputView(mode="resize", size=64)
     trained = True
     weights_info: ClassVar[dict] = {"path": "fake.pt"}
 

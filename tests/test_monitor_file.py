@@ -10,15 +10,16 @@ import pytest
 
 from monitor.redis_server import EmbeddedRedis
 from monitor.sinks.redis_sink import decode_map
+from monitor.smoothing import ScoreSmoother
 
 REQUIRED_METRICS = [
     "vqmon_quality_score", "vqmon_quality_worst_region_score", "vqmon_stream_up",
     "vqmon_last_frame_timestamp_seconds", "vqmon_frames_decoded_total", "vqmon_frames_scored_total",
     "vqmon_frames_dropped_total", "vqmon_reconnects_total", "vqmon_inference_latency_seconds",
     "vqmon_batch_size", "vqmon_build_info", "vqmon_detector_value", "vqmon_alert_active",
-    "vqmon_redis_records_lost_total", "vqmon_redis_buffered_records",
+    "vqmon_redis_records_lost_total", "vqmon_redis_buffered_records", "vqmon_quality_score_smoothed",
 ]
-RECORD_FIELDS = {b"ts", b"pts", b"score", b"worst", b"worst_cell", b"worst_box", b"map", b"map_shape",
+RECORD_FIELDS = {b"ts", b"pts", b"score", b"score_smoothed", b"worst", b"worst_cell", b"worst_box", b"map", b"map_shape",
                  b"frame_size", b"detectors", b"model", b"seq"}
 
 
@@ -53,7 +54,7 @@ def test_file_stream_records_in_redis(redis_server, monitor_factory, samples, wa
     scored = m.metrics.registry.get_sample_value("vqmon_frames_scored_total", {"stream": "bbb"})
     assert len(entries) == scored >= 6
     assert m.metrics.registry.get_sample_value("vqmon_redis_records_lost_total") == 0
-    pts = []
+    pts, smooth = [], ScoreSmoother(4.0)  # the default score_smoothing
     for entry_id, f in entries:
         assert RECORD_FIELDS <= set(f), set(f)
         ts = float(f[b"ts"])
@@ -61,6 +62,8 @@ def test_file_stream_records_in_redis(redis_server, monitor_factory, samples, wa
         assert abs(ts - time.time()) < 120
         score = float(f[b"score"])
         assert 0.0 <= score <= 100.0
+        # the smoothed score is the EMA of the raw scores over decode time
+        assert float(f[b"score_smoothed"]) == pytest.approx(smooth.update(ts, score), abs=0.1)
         rows, cols = map(int, f[b"map_shape"].split(b","))
         grid = decode_map(f[b"map"], f[b"map_shape"])
         assert grid.shape == (rows, cols) and rows >= 2 and cols >= 2

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from engines.types import Prediction, RegionMap
+from engines.views import InputView
 from monitor.batcher import Batcher
 from monitor.metrics import Metrics
 from monitor.sampler import Backoff, Pacer, Sampler
@@ -75,6 +76,7 @@ def test_map_encoding_roundtrip():
 
 class FakeEngine:
     input_size = 32
+    view = InputView(mode="resize", size=32)
     max_batch = 4
     info = {"backend": "fake", "trained": True}
 
@@ -82,7 +84,7 @@ class FakeEngine:
         self.delay = delay
         self.batches: list[int] = []
 
-    def score(self, frames):
+    def score(self, frames, draws=1):
         self.batches.append(len(frames))
         time.sleep(self.delay)
         return [Prediction(float(f.mean()) / 2.55, RegionMap(np.full((3, 3), f.mean() / 2.55, np.float32), 32, 32))

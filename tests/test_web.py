@@ -112,14 +112,16 @@ def test_api_streams_lists_streams_and_updates(live):
     assert low[0]["started_at"] <= inst["now"] and 0 <= low[0]["peak"] <= 100
     assert all(a["severity"] in ("info", "warning", "critical") for a in clip["alerts"])
     assert clip["thumbnail"] == {"url": "/api/streams/clip/thumbnail.jpg", "version": clip["scored"]}
+    assert 0 <= clip["score_smoothed"] <= 100
     hist = clip["history"]
-    assert len(hist["t"]) == len(hist["score"]) == len(hist["worst"]) >= 3
+    assert len(hist["t"]) == len(hist["score"]) == len(hist["worst"]) == len(hist["smoothed"]) >= 3
+    assert hist["smoothed"][-1] == clip["score_smoothed"]
     assert hist["t"] == sorted(hist["t"]) and hist["score"][-1] == clip["score"]
 
     assert cam["state"] != "up" and cam["up"] is False and cam["scored"] == 0 and cam["thumbnail"] is None
     assert cam["url"] == "rtsp://user:***@127.0.0.1:9/x"
     assert cam["error"] and cam["reconnects"] >= 1
-    assert cam["history"] == {"t": [], "score": [], "worst": []}
+    assert cam["history"] == {"t": [], "score": [], "worst": [], "smoothed": []}
 
     # scores keep coming: the next poll has more of them and a newer frame
     later = wait_for(lambda: (lambda s: s if s["scored"] >= clip["scored"] + 2 else None)(

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ..preprocess import DEFAULT_INPUT_SIZE
+from ..views import InputView
 
 
 class QualityModel(nn.Module):
@@ -25,6 +26,7 @@ class QualityModel(nn.Module):
         # set by engines.weights when trained weights are loaded
         self.trained = False
         self.weights_info: dict = {}
+        self.input_view: InputView = InputView(mode="resize", size=self.input_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError

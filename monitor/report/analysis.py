@@ -24,7 +24,7 @@ import numpy as np
 from ..alerts import AlertContext, AlertEngine, AlertEvent, AlertRule
 from ..config import DetectorConfig
 from ..detectors import FrameDetectors, TimingDetectors
-from ..media import MediaError, VideoInfo, detector_frame, luma_plane, probe_video, sample_frames
+from ..media import MediaError, VideoInfo, detector_frame, luma_plane, model_input, probe_video, sample_frames
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,6 @@ def _run(res: FileResult, engine, settings: Settings,
     duration = res.info.duration or 0.0
     # twice as many candidates as shown: some may fall inside alerts that have their own picture
     lowest = _LowestMoments(2 * settings.lowest, gap=max(5.0, duration / 10.0))
-    size = engine.input_size
     origin: list[float] = []   # media time of the first decoded frame
 
     def rel(t: float) -> float:
@@ -230,12 +229,12 @@ def _run(res: FileResult, engine, settings: Settings,
     try:
         for _, t, frame in sample_frames(res.path, settings.rate, on_frame, on_error):
             t = rel(t)
-            model_rgb = frame.reformat(width=size, height=size, format="rgb24").to_ndarray()
+            model_rgb = model_input(frame, engine.view)
             view = detector_frame(frame, VIEW_WIDTH)
             values: dict[str, float] = {}
             if frame_det is not None:
-                # as the stream worker: detectors on a frame_width-wide frame (0 = the model's)
-                dimg = detector_frame(frame, det_cfg.frame_width) if det_cfg.frame_width else model_rgb
+                # as the stream worker: detectors on a frame_width-wide frame (0 = the picture kept)
+                dimg = detector_frame(frame, det_cfg.frame_width) if det_cfg.frame_width else view
                 values.update(frame_det.update(dimg, t, t, source_size=(frame.width, frame.height),
                                                luma_native=luma_plane(frame)))
                 values.update(timing.values(t))

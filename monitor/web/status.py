@@ -51,6 +51,7 @@ def stream_status(monitor, rt, alerts: list[dict[str, Any]], history: int, detai
         "up": rt.state == "up",
         "error": monitor.scrub(rt.error) if rt.error else None,
         "score": _num(rt.score),
+        "score_smoothed": _num(rt.smoothed),
         "worst": _num(rt.worst),
         "scored": rt.scored,
         "dropped": rt.dropped,
@@ -72,7 +73,7 @@ def stream_status(monitor, rt, alerts: list[dict[str, Any]], history: int, detai
     if history:
         points = tuple(rt.history)[-history:]  # a copy: the scoring thread appends meanwhile
         out["history"] = {"t": [_num(p[0], 3) for p in points], "score": [_num(p[1]) for p in points],
-                          "worst": [_num(p[2]) for p in points]}
+                          "worst": [_num(p[2]) for p in points], "smoothed": [_num(p[3]) for p in points]}
     if detail:
         out["detectors"] = {k: _num(v, 4) for k, v in dict(rt.detectors).items()}
         out["timing"] = {k: _num(v, 4) for k, v in dict(rt.timing).items()}

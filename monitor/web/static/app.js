@@ -43,12 +43,14 @@ function polyline(cls, values, count) {
 }
 
 function drawSparkline(svg, history) {
-  const scores = (history && history.score) || [];
+  const scores = (history && history.smoothed) || [];
+  const raw = (history && history.score) || [];
   const worst = (history && history.worst) || [];
-  svg.replaceChildren(polyline("worst-line", worst, worst.length), polyline("score-line", scores, scores.length));
+  svg.replaceChildren(polyline("worst-line", worst, worst.length), polyline("raw-line", raw, raw.length),
+                      polyline("score-line", scores, scores.length));
   svg.dataset.points = String(scores.length);
   const title = document.createElementNS(SVG_NS, "title");
-  title.textContent = `last ${scores.length} scores (solid) and worst-region scores (dashed), 0-100`;
+  title.textContent = `last ${scores.length} scores: smoothed (solid), per frame (faint), worst region (dashed), 0-100`;
   svg.appendChild(title);
 }
 
@@ -69,6 +71,7 @@ function update(card, s, now) {
   q(".url").textContent = s.url;
   q(".url").title = s.url;
   q(".error").textContent = s.up ? "" : (s.error || "");
+  q(".smoothed").textContent = fmt(s.score_smoothed);
   q(".score").textContent = fmt(s.score);
   q(".worst").textContent = fmt(s.worst);
   drawSparkline(q(".spark"), s.history);

@@ -565,6 +565,9 @@ class TimingDetectors:
     :meth:`values` whenever the monitor publishes, also while no frames arrive, so a stall
     keeps growing. ``nominal_fps`` is the stream's advertised rate (PyAV
     ``stream.average_rate``); without it the median pts step of the first frames is used.
+    The PTS given to :meth:`on_frame` is the media's own, as decoded: a splice in a file
+    (``cat a.ts a.ts``) steps back and is a jump; where the caller itself starts the media
+    over (the monitor looping a file) it says so with :meth:`restart_pts`.
 
     Keys of :meth:`values` (``TIMING_KEYS``):
     ``stall_seconds``  now minus the wall time of the last frame (since construction when no
@@ -628,6 +631,11 @@ class TimingDetectors:
                     self._steps.append(step)
             self._last_pts = pts
         self._prune(float(wall_time))
+
+    def restart_pts(self) -> None:
+        """The source starts over on purpose (the monitor reopened a looped file): the next
+        frame's PTS begins a new sequence instead of counting as a jump back."""
+        self._last_pts = None
 
     def on_decode_error(self, wall_time: float) -> None:
         """A packet the decoder rejected, or a frame it decoded with errors (concealed)."""

@@ -288,6 +288,8 @@ class _Worker:
             if self.timing_det is None or not self.is_file:
                 self.timing_det = TimingDetectors(nominal_fps=fps or None, settings=self._det_settings,
                                                   start_time=time.time())
+            else:  # this worker reopened the file (a loop): its timestamps start over, no jump
+                self.timing_det.restart_pts()
             if not self.is_file and self.frame_det is not None:
                 self.frame_det.reset()
         cc = vs.codec_context
@@ -329,9 +331,12 @@ class _Worker:
                         first_t = pts
                     t = self.t_offset + (pts - first_t) if self.is_file else pts
                     if self.is_file and self.last_t is not None and t <= self.last_t:
-                        # a file whose timestamps do not advance: count frames instead
+                        # the monitor's clock must advance (sampling, pacing, records): a file
+                        # whose timestamps do not counts frames; the timing detectors still see
+                        # the media's own pts below, so a splice (pts back) is a pts_jump
                         t = self.last_t + self.frame_step
                 else:
+                    pts = None
                     t = (self.last_t + self.frame_step) if self.last_t is not None else self.t_offset
                 self.last_t = t
                 if self.is_file or self.pace:
@@ -342,7 +347,7 @@ class _Worker:
                 else:
                     clock = time.monotonic()  # live: sample on arrival
                 if self.timing_det is not None:
-                    self.timing_det.on_frame(t, wall)
+                    self.timing_det.on_frame(pts, wall)
                     if frame.is_corrupt:  # decoded with errors (concealed), where the decoder says so
                         self.timing_det.on_decode_error(wall)
                 take = self.sampler.take(clock)

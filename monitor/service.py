@@ -453,8 +453,10 @@ class Monitor(StreamListener):
             if rt.state in TERMINAL_STATES or rt.state == "stopped":
                 continue
             timing = dict(rt.timing)
-            ref = rt.last_decoded_wall or rt.started
-            timing["stall_seconds"] = max(0.0, now - ref)
+            # a stall needs a stream that was delivering: one that never came up is not
+            # stalled but down, which stream_down reports once its worker gives up opening it
+            ref = rt.last_decoded_wall
+            timing["stall_seconds"] = max(0.0, now - ref) if ref is not None else math.nan
             if rt.state != "up":
                 timing.pop("fps", None)
                 timing.pop("fps_ratio", None)

@@ -73,6 +73,6 @@ class QualityEngine:
         x = self._prepare([self.view(rgb, draw=k or None) for rgb in rgbs for k in range(d)])
         scores, maps = self.backend.infer(x)
         scores = scores.reshape(len(rgbs), d).mean(1)
-        maps = maps.reshape(len(rgbs), d, *maps.shape[1:]).mean(1)
+        maps = self.view.cell_map(maps.reshape(len(rgbs), d, *maps.shape[1:]).mean(1))
         return [Prediction(float(s), RegionMap(m.astype(np.float32), int(f.shape[0]), int(f.shape[1])))
                 for s, m, f in zip(scores, maps, rgbs)]

@@ -44,8 +44,9 @@ from scipy import optimize, special, stats
 from .views import DEFAULT_DRAWS
 
 DEEP_MODELS = ("bifusion", "glint")
-FITTED_MODELS = ("brisque", "niqe", "frozen-ridge")
-ALL_MODELS = DEEP_MODELS + FITTED_MODELS
+FITTED_MODELS = ("brisque", "niqe", "frozen-ridge", "frozen-ridge-native")
+TRAINED_MODELS = ("lite0-finetune",)  # trained end to end in each fold (engines.baselines.finetuned)
+ALL_MODELS = DEEP_MODELS + FITTED_MODELS + TRAINED_MODELS
 METRIC_KEYS = ("srocc", "plcc", "krocc", "rmse", "plcc_raw")
 
 
@@ -354,6 +355,21 @@ def evaluate_fitted(name: str, dataset: LabelledSet, folds: int = 5, seed: int =
     return result
 
 
+def evaluate_finetuned(dataset: LabelledSet, folds: int = 5, seed: int = 0, draws: int = DEFAULT_DRAWS,
+                       progress: bool = True) -> dict:
+    """k-fold cross-validation of the plain Lite0 fine-tuned in each fold (the same folds)."""
+    from .baselines import finetuned
+
+    t0 = time.perf_counter()
+    splits = kfold_indices(len(dataset), folds, seed)
+    preds = finetuned.cross_validate(dataset.paths, dataset.mos, splits, draws=draws, progress=progress)
+    per_fold = [{"fold": i, "n_train": int(train.size), **compute_metrics(p, dataset.mos[test])}
+                for i, ((train, test), p) in enumerate(zip(splits, preds))]
+    return {"model": finetuned.NAME, "protocol": f"{folds}-fold", "folds": folds, "seed": seed,
+            "draws": draws, "metrics": _median_metrics(per_fold), "per_fold": per_fold,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
 def evaluate_deep(name: str, dataset: LabelledSet, weights="default", batch_size: int = 8,
                   device: str = "cpu", progress: bool = True, draws: int = DEFAULT_DRAWS) -> dict:
     t0 = time.perf_counter()
@@ -372,8 +388,10 @@ def evaluate(models: Sequence[str], dataset: LabelledSet, folds: int = 5, seed: 
     for name in models:
         if name in DEEP_MODELS:
             results.append(evaluate_deep(name, dataset, weights, batch_size, device, progress, draws))
+        elif name in TRAINED_MODELS:
+            results.append(evaluate_finetuned(dataset, folds, seed, draws, progress))
         elif name in FITTED_MODELS:
-            kwargs = {"device": device} if name == "frozen-ridge" else {}
+            kwargs = {"device": device} if name.startswith("frozen-ridge") else {}
             results.append(evaluate_fitted(name, dataset, folds, seed, cache_dir, progress, kwargs))
         else:
             raise ValueError(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS)}")
@@ -478,7 +496,7 @@ def run_eval(args: argparse.Namespace) -> int:
         return 2
     if args.limit is not None:
         dataset = dataset.subset(np.arange(min(args.limit, len(dataset))))
-    if any(m in FITTED_MODELS for m in models) and not 2 <= args.folds <= len(dataset):
+    if any(m in FITTED_MODELS + TRAINED_MODELS for m in models) and not 2 <= args.folds <= len(dataset):
         print(f"error: --folds must be between 2 and the number of images ({len(dataset)})",
               file=sys.stderr)
         return 2

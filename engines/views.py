@@ -59,6 +59,15 @@ class InputView:
             return cls(mode="resize", size=default_size)
         return cls(**{k: meta[k] for k in ("mode", "grid", "patch", "size") if k in meta})
 
+    def cell_map(self, maps: np.ndarray) -> np.ndarray:
+        """Model maps ``(B, h, w)`` -> one value per frame cell: with fragments larger than the
+        model's map stride, each patch's map cells are averaged into its frame cell."""
+        g = self.grid
+        if self.mode != "fragments" or maps.shape[-2:] == (g, g) or maps.shape[-1] % g or maps.shape[-2] % g:
+            return maps
+        k0, k1 = maps.shape[-2] // g, maps.shape[-1] // g
+        return maps.reshape(*maps.shape[:-2], g, k0, g, k1).mean(axis=(-3, -1))
+
     def working_shape(self, h: int, w: int) -> tuple[int, int]:
         """(h, w) of the working-scale frame; fragments never go below one patch per cell."""
         s = min(1.0, WORK_SHORT_SIDE / min(h, w))

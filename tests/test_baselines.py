@@ -237,6 +237,33 @@ def test_frozen_ridge_features():
     assert start == 3552
 
 
+def test_frozen_ridge_native_reads_each_image_at_its_own_size():
+    native, resized = create_baseline("frozen-ridge-native"), create_baseline("frozen-ridge")
+    images = [_rgb("coffee"), data.camera()]  # 400x600 and 512x512: no common size
+    f = native.features_batch(images)
+    assert f.shape == (2, 3552) and np.all(np.isfinite(f))
+    # one image at a time gives the same features: nothing was resized to share a batch
+    np.testing.assert_allclose(native.features_batch(images[:1])[0], f[0], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(f, resized.features_batch(images), atol=1e-3)
+
+
+def test_lite0_finetune_predicts_each_folds_test_images(tmp_path):
+    from engines.baselines import finetuned
+
+    rng = np.random.default_rng(0)
+    paths, mos = [], []
+    for i in range(12):  # brighter is better: learnable in a step or two
+        level = 40 + 15 * (i % 12)
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(np.clip(rng.normal(level, 20, (240, 240, 3)), 0, 255).astype(np.uint8)).save(p)
+        paths.append(p)
+        mos.append(level / 2.55)
+    splits = [(np.arange(0, 8), np.arange(8, 12)), (np.arange(4, 12), np.arange(0, 4))]
+    preds = finetuned.cross_validate(paths, np.array(mos), splits, draws=2, epochs=1, progress=False)
+    assert [p.shape for p in preds] == [(4,), (4,)]
+    assert all(np.all(np.isfinite(p)) and np.ptp(p) > 0 for p in preds)
+
+
 # ----------------------------------------------------------------------------- feature cache
 
 def test_feature_cache(tmp_path, monkeypatch):

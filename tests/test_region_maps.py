@@ -1,8 +1,11 @@
 """What the shipped weights do with local and graded damage (trained models, CPU backend).
 
 Content: five scikit-image photos and frames of clean clips from ``../shared/media`` (skipped
-when absent), fitted to the model's 384x384 input so a quadrant is exactly 6x6 map cells and
-the distortions' pixel sizes mean what they meant in training (``engines.train.distortions``).
+when absent), fitted to 384x384 so that the distortions' pixel sizes mean what they meant in
+training (``engines.train.distortions``), and the same pictures enlarged to 1920x1080 and
+distorted there: the region map must mean "where in the frame" at 1080p too. A quadrant is
+judged on the map cells whose frame boxes (``RegionMap.cell_box``) lie wholly inside it against
+those wholly outside it; cells straddling its edge are left out.
 
 * Localisation: one quadrant of the frame is distorted (level 4 of gaussian blur, white noise,
   JPEG, blocking) and the map cells of that quadrant should average clearly (``MARGIN``
@@ -48,30 +51,40 @@ def _images() -> tuple[tuple[str, np.ndarray], ...]:
     return tuple(out)
 
 
-def _quadrant(q: int) -> tuple[slice, slice]:
+def _quadrant(q: int, h: int, w: int) -> tuple[slice, slice]:
     r, c = divmod(q, 2)
-    h = SIZE // 2
-    return slice(r * h, (r + 1) * h), slice(c * h, (c + 1) * h)
+    return slice(r * (h // 2), (r + 1) * (h // 2)), slice(c * (w // 2), (c + 1) * (w // 2))
 
 
-def _cells(q: int, cells: int) -> np.ndarray:
-    mask = np.zeros((cells, cells), bool)
-    r, c = divmod(q, 2)
-    h = cells // 2
-    mask[r * h:(r + 1) * h, c * h:(c + 1) * h] = True
-    return mask
+def _cells(q: int, rm) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the map cells wholly inside quadrant ``q`` and wholly outside it."""
+    ys, xs = _quadrant(q, rm.frame_height, rm.frame_width)
+    inside, outside = np.zeros(rm.shape, bool), np.zeros(rm.shape, bool)
+    for r in range(rm.shape[0]):
+        for c in range(rm.shape[1]):
+            x0, y0, x1, y1 = rm.cell_box(r, c)
+            inside[r, c] = ys.start <= y0 and y1 <= ys.stop and xs.start <= x0 and x1 <= xs.stop
+            outside[r, c] = y1 <= ys.start or y0 >= ys.stop or x1 <= xs.start or x0 >= xs.stop
+    return inside, outside
 
 
-@pytest.fixture(scope="module", params=MODELS)
-def scored(request):
-    """Maps and scores of the clean images, the one-quadrant cases and the level chains."""
+def _at(img: np.ndarray, res: str) -> np.ndarray:
+    from PIL import Image
+
+    return img if res == "384" else np.asarray(Image.fromarray(img).resize((1920, 1080), Image.LANCZOS))
+
+
+@functools.lru_cache(maxsize=None)
+def _score(model: str, res: str):
+    """Maps and scores of the clean images, the one-quadrant cases and (384) the level chains."""
     from engines.engine import QualityEngine
 
-    engine = QualityEngine(request.param, backend="cpu")
-    assert engine.info["trained"], f"no shipped weights for {request.param}"
+    engine = QualityEngine(model, backend="cpu")
+    assert engine.info["trained"], f"no shipped weights for {model}"
     images = _images()
     frames, keys = [], []
-    for i, (_, img) in enumerate(images):
+    for i, (_, small) in enumerate(images):
+        img = _at(small, res)
         frames.append(img)
         keys.append(("clean", i, None, None))
         for t in TYPES:
@@ -79,36 +92,47 @@ def scored(request):
             bad = apply(t, img, LOCAL_LEVEL, np.random.default_rng(seed))
             for q in range(4):
                 out = img.copy()
-                out[_quadrant(q)] = bad[_quadrant(q)]
+                out[_quadrant(q, *img.shape[:2])] = bad[_quadrant(q, *img.shape[:2])]
                 frames.append(out)
                 keys.append(("local", i, t, q))
-            for lv in LEVELS:  # one seed per chain: the levels share their random draws
+            for lv in LEVELS if res == "384" else ():  # one seed per chain: shared random draws
                 frames.append(apply(t, img, lv, np.random.default_rng(seed)))
                 keys.append(("level", i, t, lv))
     preds = []
     for k in range(0, len(frames), engine.max_batch):
         preds += engine.score(frames[k:k + engine.max_batch])
-    return request.param, {key: p for key, p in zip(keys, preds)}, [n for n, _ in images]
+    return f"{model} at {res}", {key: p for key, p in zip(keys, preds)}, [n for n, _ in images]
+
+
+@pytest.fixture(scope="module", params=[(m, r) for m in MODELS for r in ("384", "1080p")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
+def localised(request):
+    return _score(*request.param)
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def scored(request):
+    return _score(request.param, "384")
 
 
 def _local_cases(results):
-    """(image, type, quadrant, map of the case, map of the clean image) for every case."""
+    """(image, type, quadrant, region map of the case, map values of the clean image)."""
     for (kind, i, t, q), p in results.items():
         if kind == "local":
-            yield i, t, q, p.region_map.values, results[("clean", i, None, None)].region_map.values
+            yield i, t, q, p.region_map, results[("clean", i, None, None)].region_map.values
 
 
 def _rate(hits: list[bool]) -> float:
     return sum(hits) / len(hits)
 
 
-def test_region_map_marks_the_distorted_quadrant(scored):
+def test_region_map_marks_the_distorted_quadrant(localised):
     """Measured 2026-11-23: 86 % (bifusion) and 86 % (glint) of 128 cases; target 75 %."""
-    name, results, _ = scored
+    name, results, _ = localised
     hits, by_type = [], {}
-    for _, t, q, m, _ in _local_cases(results):
-        inside = _cells(q, m.shape[0])
-        ok = bool(m[~inside].mean() - m[inside].mean() >= MARGIN)
+    for _, t, q, rm, _ in _local_cases(results):
+        inside, outside = _cells(q, rm)
+        ok = bool(rm.values[outside].mean() - rm.values[inside].mean() >= MARGIN)
         hits.append(ok)
         by_type.setdefault(t, []).append(ok)
     rate = _rate(hits)
@@ -118,18 +142,18 @@ def test_region_map_marks_the_distorted_quadrant(scored):
         f"{len(hits)} cases (target {LOCALISE_TARGET:.0%}; {detail})")
 
 
-def test_region_map_drop_follows_noise(scored):
+def test_region_map_drop_follows_noise(localised):
     """White noise in one quadrant: the map falls most (vs the clean frame's map) there.
 
     Chance is 25 %; measured 2026-11-23 with the region-fine-tuned weights: 75 % bifusion, 91 %
     glint of 32 cases (66 % / 81 % before that stage)."""
-    name, results, _ = scored
+    name, results, _ = localised
     hits = []
-    for _, t, q, m, clean in _local_cases(results):
+    for _, t, q, rm, clean in _local_cases(results):
         if t != "white_noise":
             continue
-        drop = m - clean
-        quads = [drop[_cells(j, m.shape[0])].mean() for j in range(4)]
+        drop = rm.values - clean
+        quads = [drop[_cells(j, rm)[0]].mean() for j in range(4)]
         hits.append(int(np.argmin(quads)) == q)
     rate = _rate(hits)
     assert rate >= 0.5, f"{name}: noisy quadrant has the largest map drop in {rate:.0%} of {len(hits)} cases"

@@ -83,6 +83,15 @@ def test_worker_swscale_path_matches_the_numpy_path():
     assert np.median(np.abs(a - b)) <= 2
 
 
+def test_larger_fragments_give_one_map_value_per_frame_cell():
+    view = InputView("fragments", grid=4, patch=64)
+    maps = np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)  # stride-32 maps of a 256 input
+    cells = view.cell_map(maps)
+    assert cells.shape == (2, 4, 4)
+    assert cells[0, 0, 0] == np.mean([0, 1, 8, 9]) and cells[1, 3, 3] == np.mean(maps[1, 6:, 6:])
+    assert InputView("fragments").cell_map(maps[:, :7, :7]).shape == (2, 7, 7)  # already per cell
+
+
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="unknown input mode"):
         InputView("tiles")

@@ -10,7 +10,11 @@ image list (path, size, mtime) and the extractor's parameters, so reruns are fas
 - ``niqe``: NIQE distance to a pristine-image model shipped in ``data/`` + a monotone logistic
   mapping to MOS fitted on the training images (:mod:`.niqe`).
 - ``frozen-ridge``: frozen ImageNet Lite0 features (mean+std at 5 depths) + ridge regression
-  (:mod:`.frozen_ridge`), the floor a trained model must beat.
+  (:mod:`.frozen_ridge`), the floor a trained model must beat; ``frozen-ridge-native`` the same
+  with every image at its native size.
+- ``lite0-finetune`` (:mod:`.finetuned`): not a feature baseline but the plain Lite0 fine-tuned
+  end to end on native crops in each fold (``engines.train.native``), the recipe the paper
+  architectures must beat.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, type[Baseline]] = {}
-BASELINES = ("brisque", "niqe", "frozen-ridge")
+BASELINES = ("brisque", "niqe", "frozen-ridge", "frozen-ridge-native")
 
 
 def default_cache_dir() -> Path:

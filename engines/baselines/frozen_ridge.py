@@ -1,7 +1,7 @@
 """Frozen ImageNet Lite0 features + ridge regression: the floor a trained model must beat.
 
-Each image is resized whole to 384x384 (``engines.preprocess.prepare_batch``, the same input
-policy as the trained models) and run through the ImageNet EfficientNet-Lite0 backbone, frozen.
+Each image is resized whole to 384x384 (``engines.preprocess.prepare_batch``; the old input
+policy of the models), or taken at its native size (``frozen-ridge-native``), and run through the ImageNet EfficientNet-Lite0 backbone, frozen.
 Its feature maps at 5 depths (strides 4, 8, 16, 32 and the 1280-channel head) are pooled to their
 per-channel spatial mean and standard deviation: ``2 x (24 + 40 + 112 + 320 + 1280) = 3552``
 features. A ridge regression (closed form via SVD of the z-scored training features) maps them to
@@ -103,12 +103,27 @@ class FrozenRidge(RegressedBaseline):
         return self._backbone
 
     def features_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        from ..preprocess import prepare_batch
+        from ..backbone import normalize
+        from ..preprocess import prepare_batch, to_rgb_uint8
 
-        x = prepare_batch(list(images), size=self.input_size).to(self.device)
+        if self.input_size:
+            batches = [prepare_batch(list(images), size=self.input_size)]
+        else:  # native: each image at its own size
+            batches = [normalize(torch.from_numpy(to_rgb_uint8(im)).permute(2, 0, 1)[None].float() / 255.0)
+                       for im in images]
         with torch.inference_mode():
-            feats = self.backbone.forward_features(x, with_head=True)
-            return pool_features(feats).cpu().double().numpy()
+            return np.concatenate([pool_features(self.backbone.forward_features(x.to(self.device), with_head=True))
+                                   .cpu().double().numpy() for x in batches])
 
     def make_regressor(self) -> RidgeLOO:
         return RidgeLOO()
+
+
+@register_baseline
+class FrozenRidgeNative(FrozenRidge):
+    """The same features with each image at its native size (no resize)."""
+
+    name = "frozen-ridge-native"
+
+    def __init__(self, device: str = "cpu", input_size: int = 0):
+        super().__init__(input_size=input_size, device=device)

@@ -392,9 +392,33 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     return parse_config(text, env=env, source=str(path))
 
 
-def parse_config(text: str, env: dict[str, str] | None = None, source: str = "<config>") -> Config:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last
+    silently: two ``url:`` in a stream would monitor the second without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": merged keys may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    earlier = first.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: SafeLoader's own error says so
+                    continue
+                if earlier is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}: first at line {earlier.line + 1}, again at "
+                        f"line {key_node.start_mark.line + 1}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str = "<config>") -> Any:
+    """YAML text as Python data (``yaml.safe_load`` that refuses duplicate keys); ConfigError
+    with the position when it is not valid."""
     try:
-        raw = yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         where = ""
         mark = getattr(e, "problem_mark", None)
@@ -402,6 +426,10 @@ def parse_config(text: str, env: dict[str, str] | None = None, source: str = "<c
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+
+
+def parse_config(text: str, env: dict[str, str] | None = None, source: str = "<config>") -> Config:
+    raw = load_yaml(text, source)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

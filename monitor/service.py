@@ -554,19 +554,14 @@ def demo_sources() -> list[Path]:
 
 def build_config(args: argparse.Namespace, env: dict[str, str] | None = None) -> Config:
     """Config from ``-c FILE`` and/or sources given on the command line, with CLI overrides."""
-    import yaml
+    from .config import load_yaml
     raw: dict[str, Any] = {}
     if args.config:
         try:
             text = Path(args.config).read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"{args.config}: cannot read: {e.strerror or e}") from None
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            from .config import parse_config
-            parse_config(text, source=args.config)  # raises a ConfigError with the position
-            raise ConfigError(f"{args.config}: not valid YAML: {e}") from None
+        raw = load_yaml(text, source=args.config) or {}  # ConfigError with the position
         if not isinstance(raw, dict):
             raise ConfigError(f"{args.config}: the top level must be a mapping")
     sources = list(args.sources or [])
@@ -666,8 +661,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_run, heavy=True)
     c = subparsers.add_parser("check-config", help="validate a configuration file and print a summary")
     c.add_argument("config", help="YAML configuration file")
-    c.add_argument("--models", action="store_true", help="also check that the models exist (imports torch)")
+    # models, backend and URL protocols are always checked now (monitor.preflight); kept for old scripts
+    c.add_argument("--models", action="store_true", help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_check_config)
+
+
+def _preflight_failed(cfg: Config, source: str, prefix: str) -> bool:
+    """Print what ``cfg`` asks for that this installation lacks (monitor.preflight); True if any."""
+    from .preflight import check
+    problems = check(cfg)
+    if problems:
+        print(f"{prefix}invalid configuration: {source}: {len(problems)} error(s):\n  "
+              + "\n  ".join(problems), file=sys.stderr)
+    return bool(problems)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -677,14 +683,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"invalid configuration: {e}", file=sys.stderr)
         return 2
-    if getattr(args, "models", False):
-        from engines import list_models
-        known = set(list_models())
-        bad = [m for m in cfg.models() if m not in known]
-        if bad:
-            print(f"invalid configuration: unknown model(s) {', '.join(bad)}; available: "
-                  f"{', '.join(sorted(known))}", file=sys.stderr)
-            return 2
+    if _preflight_failed(cfg, args.config, ""):
+        return 2
     print(f"{args.config}: OK")
     print(cfg.summary())
     return 0
@@ -695,6 +695,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = build_config(args)
     except ConfigError as e:
         print(f"vqmon run: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    if _preflight_failed(cfg, args.config or "<command line>", "vqmon run: "):
         return 2
     mlog = logging.getLogger("monitor")
     if mlog.level == logging.NOTSET or mlog.level > getattr(logging, cfg.log_level.upper()):

@@ -21,6 +21,8 @@ Redis)::
     vqmon_redis_buffered_records                  records waiting to be written
     vqmon_redis_records_written_total             records acknowledged by Redis
     vqmon_redis_up                                1 while the Redis connection works
+    vqmon_redis_write_errors                      1 while Redis rejects writes (e.g. full: OOM), else 0
+    vqmon_redis_writes_rejected_total{kind}       writes Redis rejected: record, state, event
     vqmon_decode_to_redis_seconds                 histogram: frame decoded -> record in Redis
     vqmon_shard_info{shard,shards}                1 (shard "0", shards "1" when not sharded)
     vqmon_streams_configured                      enabled streams in the configuration
@@ -78,6 +80,13 @@ class Metrics:
                                     registry=r)
         self.redis_written = Counter("vqmon_redis_records_written_total", "Records written to Redis", registry=r)
         self.redis_up = Gauge("vqmon_redis_up", "1 while the Redis connection works", registry=r)
+        self.redis_write_errors = Gauge("vqmon_redis_write_errors",
+                                        "1 while Redis rejects writes (e.g. maxmemory reached), else 0", registry=r)
+        self.redis_rejected = Counter("vqmon_redis_writes_rejected_total",
+                                      "Writes Redis rejected (connection up), by kind: record, state, event",
+                                      ["kind"], registry=r)
+        for kind in ("record", "state", "event"):
+            self.redis_rejected.labels(kind)
         self.decode_to_redis = Histogram("vqmon_decode_to_redis_seconds",
                                          "Time from frame decode to its record acknowledged by Redis",
                                          buckets=LATENCY_BUCKETS, registry=r)

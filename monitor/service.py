@@ -518,7 +518,8 @@ class Monitor(StreamListener):
             info = getattr(eng, "info", {}) or {}
             parts.append(f"{model}@{info.get('backend', '?')}")
         if self.sink is not None:
-            parts.append(f"redis {'up' if self.sink.connected else 'DOWN'} (buffered {self.sink.buffered}, "
+            rejecting = ", writes REJECTED" if self.sink.connected and self.sink.write_error else ""
+            parts.append(f"redis {'up' if self.sink.connected else 'DOWN'}{rejecting} (buffered {self.sink.buffered}, "
                          f"lost {self.sink.stats.lost})")
         if self.metrics_address:
             base = f"http://{self.metrics_address[0]}:{self.metrics_address[1]}"

@@ -16,6 +16,12 @@ Key layout (``prefix`` defaults to ``vqmon``; documented in docs/redis.md):
 Redis down: the monitor goes on decoding and scoring; records wait in a bounded buffer and
 are written when Redis is back (explicit entry ids make a retried write idempotent); the
 oldest are dropped when the buffer is full and counted in ``vqmon_redis_records_lost_total``.
+
+Redis up but rejecting writes (full under ``maxmemory`` with ``noeviction``, a read-only
+replica): each rejected write is counted by kind in ``vqmon_redis_writes_rejected_total{kind}``
+(record, state, event), ``vqmon_redis_write_errors`` is 1 and ``write_error`` holds the
+reason until a write round goes through, and the log gets the first rejection and then a
+summary every ``error_log_interval`` seconds (``redis_errors.RejectionLog``).
 """
 from __future__ import annotations
 
@@ -24,11 +30,13 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .redis_errors import RejectionLog, connection_error_text, password_given
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +102,7 @@ class RedisSink:
     def __init__(self, url: str, *, username: str | None = None, password: str | None = None,
                  prefix: str = "vqmon", maxlen: int = 10_000, events_maxlen: int = 10_000,
                  buffer_size: int = 10_000, socket_timeout: float = 2.0, metrics=None,
-                 scrub=None, batch_size: int = 256):
+                 scrub=None, batch_size: int = 256, error_log_interval: float = 30.0):
         self.url = url
         self.username, self.password = username, password
         self.prefix = prefix
@@ -118,6 +126,8 @@ class RedisSink:
         self._client = None
         self.connected = False
         self.last_error: str | None = None
+        self.write_error: str | None = None  # why Redis rejects writes, while it does
+        self._rejections = RejectionLog(log, every=error_log_interval, scrub=self.scrub)
         self._flush_deadline = float("inf")
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="redis-sink", daemon=True)
@@ -265,7 +275,7 @@ class RedisSink:
                     self._set_connected(True)
                     backoff.reset()
                 except Exception as e:
-                    self._set_connected(False, _err(e))
+                    self._set_connected(False, connection_error_text(e, password_given(self.url, self.password)))
                     delay = backoff.next_delay()
                     if stopping:
                         delay = min(delay, max(0.0, self._flush_deadline - time.monotonic()))
@@ -319,11 +329,16 @@ class RedisSink:
                 self._trim_locked()
             raise
         now = time.time()
+        rejected: Counter = Counter()
+        first_error: Exception | None = None
         i = 0
         if streams:
             i += 1
-            with self._lock:
+            with self._lock:  # (rejected: registered again after the next reconnect, not in a busy loop)
                 self._streams_registered = True
+            if isinstance(results[0], Exception):
+                rejected["state"] += 1
+                first_error = results[0]
         written = 0
         retry_auto: list[_Record] = []
         for rec in batch:
@@ -340,7 +355,8 @@ class RedisSink:
                     rec.entry_id = "*"
                     retry_auto.append(rec)
             elif isinstance(res, Exception):
-                log.error("redis: record for stream %s rejected: %s", rec.stream, self.scrub(res))
+                rejected["record"] += 1
+                first_error = first_error or res
                 with self._lock:
                     self._lost(1)
             else:
@@ -349,7 +365,13 @@ class RedisSink:
         ev_results = results[i:i + len(events)]
         ev_failed = sum(1 for r in ev_results if isinstance(r, Exception))
         i += len(events)
-        state_errors = [r for r in results[i:] if isinstance(r, Exception)]
+        state_results = results[i:]
+        # a state write is two commands (HSET, EXPIRE): rejected if either was
+        state_failed = sum(1 for k in range(0, len(state_results), 2)
+                           if any(isinstance(r, Exception) for r in state_results[k:k + 2]))
+        rejected.update({"event": ev_failed, "state": state_failed})
+        first_error = first_error or next((r for r in list(ev_results) + list(state_results)
+                                           if isinstance(r, Exception)), None)
         with self._lock:
             for rec in reversed(retry_auto):
                 self._records.appendleft(rec)
@@ -360,10 +382,20 @@ class RedisSink:
             if self.metrics is not None:
                 self.metrics.redis_written.inc(written)
             self._trim_locked()
-        if ev_failed or state_errors:
-            first = next(r for r in list(ev_results) + state_errors if isinstance(r, Exception))
-            log.error("redis: %d event(s) / %d state write(s) rejected: %s", ev_failed, len(state_errors),
-                      self.scrub(first))
+        self._count_rejections(+rejected, first_error)
+
+    def _count_rejections(self, rejected: Counter, error: Exception | None) -> None:
+        if self.metrics is not None:
+            for kind, n in rejected.items():
+                self.metrics.redis_rejected.labels(kind).inc(n)
+        if rejected:
+            self.write_error = self.scrub(_err(error)) if error is not None else "rejected"
+            self._rejections.rejected(rejected, self.write_error)
+        else:
+            self._rejections.accepted()
+            self.write_error = None
+        if self.metrics is not None:
+            self.metrics.redis_write_errors.set(1 if rejected else 0)
 
     def _latency(self, rec: _Record, now: float) -> None:
         lat = max(0.0, now - rec.ts)

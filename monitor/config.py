@@ -13,7 +13,7 @@ Layout (every key optional except ``streams``; see ``deploy/vqmon.example.yaml``
       pace: null       # real time: null = files yes, network no; true/false to force
       options: {}      # extra FFmpeg/PyAV options for av.open
     streams:
-      - name: cam1     # [A-Za-z0-9_.-]{1,64}: used in Redis keys and metric labels
+      - name: cam1     # [A-Za-z0-9_.-]{1,64}, not only dots: used in Redis keys, metric labels, URLs
         url: rtsp://viewer:${CAM1_PASSWORD}@10.0.0.5/stream1
         sample_rate: 2 # any key of ``defaults`` can be overridden here
     engine:  {backend: auto, weights: default, max_batch: 8, max_wait_ms: 50, options: {}}
@@ -46,6 +46,9 @@ from .detectors import DetectorSettings
 from .sharding import Shard, parse_shard, resolve_auto
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+# stream names go into Redis keys, metric labels and the live view's URL paths: NAME_PATTERN,
+# but not only dots ("." and ".." are path segments)
+NAME_RULE = "1-64 of A-Z a-z 0-9 _ . - (not only dots)"
 _NAME_RE = re.compile(NAME_PATTERN)
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -165,15 +168,15 @@ class StreamSettings(_Model):
 
 
 class StreamConfig(StreamSettings):
-    name: str = Field(..., description="[A-Za-z0-9_.-]{1,64}")
+    name: str = Field(..., description=NAME_RULE)
     url: str = Field(..., min_length=1, repr=False, description="URL or file path")
     enabled: bool = True
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError(f"{v!r} is not a valid stream name: use 1-64 of A-Z a-z 0-9 _ . -")
+        if not _NAME_RE.match(v) or not v.strip("."):
+            raise ValueError(f"{v!r} is not a valid stream name: use {NAME_RULE}")
         return v
 
     @field_validator("url")
@@ -716,15 +719,24 @@ class Scrubber:
         return s
 
 
+def url_host(url: str) -> str | None:
+    """The host name or address of a ``scheme://`` URL (no port, no brackets, never the
+    userinfo: split as ``redact_url`` does); None for a file or a URL without one."""
+    parts = _split_url(url)
+    if parts is None:
+        return None
+    hostport = parts.hostport
+    host = hostport[1:].split("]", 1)[0] if hostport.startswith("[") else hostport.split(":", 1)[0]
+    return host or None
+
+
 def stream_name_for(source: str, taken: set[str]) -> str:
     """A safe, unique stream name derived from a URL or path (for ``vqmon run URL...``)."""
     parts = _split_url(source)
     if parts is None:
         base = Path(source.split("file:", 1)[-1] if source.startswith("file:") else source).stem
     else:  # the host and the last path segment: never the userinfo (split as redact_url does)
-        hostport = parts.hostport
-        host = hostport[1:].split("]", 1)[0] if hostport.startswith("[") else hostport.split(":", 1)[0]
-        host = host.lower() or "stream"
+        host = (url_host(source) or "stream").lower()
         path = _query_items(parts.rest)[0].strip("/")
         tail = path.split("/")[-1] if path else ""
         base = f"{host}-{tail}" if tail else host

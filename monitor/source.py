@@ -38,6 +38,7 @@ from .decoder import DecoderUnavailable, select_decoder
 from engines.views import InputView
 
 from .media import detector_frame, luma_plane, model_input
+from .netdiag import unresolved_host
 from .sampler import Backoff, Pacer, Sampler
 
 DISPLAY_SIZE = 384  # side of the whole-frame picture a worker sends with each sample
@@ -198,7 +199,12 @@ class _Worker:
             except Exception as e:
                 waited = time.monotonic() - t_open
                 why = _describe(e)
-                if not self.is_file and waited >= 0.9 * float(self.spec["open_timeout"]):
+                # FFmpeg says "Input/output error" for a name that does not resolve: ask the resolver
+                unresolved = None if self.is_file else unresolved_host(
+                    self.spec.get("host"), timeout=min(5.0, float(self.spec["open_timeout"])))
+                if unresolved:
+                    why = f"{unresolved} ({why})"
+                elif not self.is_file and waited >= 0.9 * float(self.spec["open_timeout"]):
                     why = f"timed out after {waited:.1f} s ({why})"
                 if self.fail(f"cannot open: {why}", connected_for=0.0):
                     return EXIT_FAILED
@@ -532,13 +538,14 @@ class StreamWorker:
 
     # -- spec -------------------------------------------------------------------------------
     def spec(self) -> dict:
-        from .config import ffmpeg_url
+        from .config import ffmpeg_url, url_host
         c = self.cfg
         det = c.detectors
         det_interval = (1.0 / det.rate) if det.rate > 0 else 0.0
         return {
             # the URL as FFmpeg must get it (credentials percent-encoded): what av.open is given
             "name": c.name, "url": ffmpeg_url(c.url), "path": c.path, "scheme": c.scheme, "is_file": c.is_file,
+            "host": None if c.is_file else url_host(c.url),
             "loop": c.loop, "pace": c.pace, "view": self.view.to_meta(), "sample_interval": c.sample_interval,
             "open_timeout": c.timeouts.open, "read_timeout": c.timeouts.read,
             "options": dict(c.options), "decode_threads": c.decode_threads, "decoder": c.decoder,

@@ -5,6 +5,13 @@
 - ``rtsp_server``: factory for ``tests/rtsp_server.py`` (GstRtspServer, run with Debian's
   /usr/bin/python3); skipped when GStreamer's Python bindings are not installed.
 - ``cpu_engine``: one ``QualityEngine(backend="cpu")`` for the whole session.
+
+Strict mode (``VQMON_STRICT=1``, set by ``./dev test`` and so by CI): a test that skips fails
+instead, unless it carries ``@pytest.mark.gpu`` (whether it can run depends on a GPU, NVDEC or
+TensorRT being there, or not). A missing redis-server, promtool, Chromium, GStreamer RTSP
+server, test extra or ``../shared`` data is then a failure that names what is missing, not a
+green run that tested less than it says. The run ends with the real components it started
+and their versions.
 """
 from __future__ import annotations
 
@@ -19,7 +26,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "monitor" / "samples"
+SHARED = ROOT.parent / "shared"  # the project's media and datasets, beside the checkout
 SYSTEM_PYTHON = os.environ.get("VQMON_GI_PYTHON", "/usr/bin/python3")
+STRICT = os.environ.get("VQMON_STRICT", "") not in ("", "0")
 
 
 @pytest.fixture
@@ -155,3 +164,115 @@ def monitor_factory(cpu_engine):
     yield make
     for m in started:
         m.stop()
+
+
+# -- strict mode: a skip is a failure unless the test is marked gpu ----------------------------
+
+def _strict_failure(reason: str) -> str:
+    return (f"VQMON_STRICT=1: this test skipped ({reason}); under ./dev test and CI a skip is a "
+            "failure unless the test is marked @pytest.mark.gpu. Install what is missing "
+            "(./dev setup as root) or run plain pytest to allow skips.")
+
+
+def _skip_reason(longrepr) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if (STRICT and rep.skipped and not hasattr(rep, "wasxfail")
+            and item.get_closest_marker("gpu") is None):
+        rep.outcome = "failed"
+        rep.longrepr = _strict_failure(_skip_reason(rep.longrepr))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    rep = outcome.get_result()
+    gpu = getattr(collector, "get_closest_marker", lambda name: None)("gpu")
+    if STRICT and rep.outcome == "skipped" and gpu is None:  # a module-level skip or importorskip
+        rep.outcome = "failed"
+        rep.longrepr = _strict_failure(_skip_reason(rep.longrepr))
+
+
+# -- which real components the run started, and their versions ---------------------------------
+
+# executable name -> component (processes started by this pytest process, seen by an audit hook)
+_EXECUTABLES = {"redis-server": "redis-server", "promtool": "promtool", "amtool": "amtool",
+                "prometheus": "prometheus", "prometheus-alertmanager": "alertmanager",
+                "alertmanager": "alertmanager", "chromedriver": "chromedriver", "ffmpeg": "ffmpeg",
+                "mosquitto": "mosquitto"}
+_started: dict[str, str] = {}  # component -> the executable as started
+_recording = [True]
+
+
+def _note_process(event: str, args) -> None:
+    if event != "subprocess.Popen" or not _recording[0]:
+        return
+    try:  # an audit hook must never raise into the code that starts the process
+        argv = args[1]
+        if isinstance(argv, (str, bytes, os.PathLike)):
+            argv = [argv]
+        argv = [os.fsdecode(a) for a in argv]
+        exe = os.fsdecode(args[0]) if args[0] else argv[0]
+        name = _EXECUTABLES.get(os.path.basename(exe))
+        if name is None and len(argv) > 1 and os.path.basename(argv[1]) == "rtsp_server.py":
+            name, exe = "gst-rtsp-server", exe  # tests/rtsp_server.py on the system Python's GStreamer
+        if name is not None:
+            _started.setdefault(name, exe)
+    except Exception:
+        pass
+
+
+sys.addaudithook(_note_process)
+
+_GST_VERSION = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+                "from gi.repository import Gst; Gst.init(None); print(Gst.version_string())")
+
+
+def _first_line(cmd: list[str]) -> str:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"(version unknown: {e})"
+    lines = [ln.strip() for ln in (r.stdout + "\n" + r.stderr).splitlines() if ln.strip()]
+    return lines[0] if lines else f"(no version output, exit {r.returncode})"
+
+
+def components_used() -> list[tuple[str, str, str]]:
+    """(component, version, path) of every real component this session started, plus PyAV's FFmpeg."""
+    rows = []
+    for name, exe in sorted(_started.items()):
+        path = shutil.which(exe) or exe
+        if name == "gst-rtsp-server":
+            rows.append(("GStreamer (RTSP server)", _first_line([path, "-c", _GST_VERSION]), path))
+            continue
+        rows.append((name, _first_line([path, "-version" if name == "ffmpeg" else "--version"]), path))
+        if name == "chromedriver":
+            browser = shutil.which("chromium") or shutil.which("chromium-browser")
+            if browser:
+                rows.append(("chromium", _first_line([browser, "--version"]), browser))
+    if "av" in sys.modules:
+        av = sys.modules["av"]
+        ffmpeg = getattr(av, "ffmpeg_version_info", "?")
+        codec = ".".join(map(str, av.library_versions.get("libavcodec", ())))
+        rows.append(("FFmpeg (PyAV)", f"FFmpeg {ffmpeg}, libavcodec {codec}, PyAV {av.__version__}",
+                     os.path.dirname(av.__file__)))
+    return rows
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    _recording[0] = False
+    rows = components_used()
+    mode = "strict: skips fail" if STRICT else "not strict: skips allowed"
+    terminalreporter.write_sep("-", f"real components this run used ({mode})")
+    if not rows:
+        terminalreporter.write_line("none")
+    width = max((len(r[0]) for r in rows), default=0)
+    for name, version, path in rows:
+        terminalreporter.write_line(f"{name:<{width}}  {version}  [{path}]")

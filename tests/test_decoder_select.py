@@ -42,7 +42,12 @@ def _nvdec_error() -> str | None:
 
 
 NVDEC_ERROR = _nvdec_error()
-needs_no_nvdec = pytest.mark.skipif(NVDEC_ERROR is None, reason="NVDEC works here: fallback paths not reachable")
+_nvdec_works = pytest.mark.skipif(NVDEC_ERROR is None, reason="NVDEC works here: fallback paths not reachable")
+
+
+def needs_no_nvdec(test):
+    """The fallback paths: reachable only where NVDEC fails (a skip allowed in strict mode)."""
+    return pytest.mark.gpu(_nvdec_works(test))
 
 
 @pytest.fixture
@@ -68,6 +73,7 @@ def test_nvdec_strict_fails_naming_the_decoder_and_why(stream):
     assert NVDEC_ERROR in msg  # FFmpeg's own lines, e.g. "Cannot load libnvcuvid.so.1"
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(NVDEC_ERROR is not None, reason=f"no NVDEC here ({NVDEC_ERROR})")
 def test_auto_and_nvdec_use_nvdec_where_it_opens(stream):
     for mode in ("auto", "nvdec"):

@@ -7,11 +7,13 @@ import os
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 from skimage import data as skdata
 
+from conftest import SHARED
 from monitor.alerts import AlertEngine, default_rules
 from monitor.detectors import (
     FRAME_KEYS,
@@ -27,7 +29,7 @@ from monitor.detectors import (
     macroblock_edge_breaks,
 )
 
-MEDIA = Path(os.environ.get("VQMON_MEDIA", "/work/shared/media"))
+MEDIA = Path(os.environ.get("VQMON_MEDIA") or SHARED / "media")  # ../shared/media beside the checkout
 
 
 def _images() -> dict[str, np.ndarray]:
@@ -35,10 +37,10 @@ def _images() -> dict[str, np.ndarray]:
 
 
 def _video_frames(rel: str, n: int = 1, step: int = 1) -> list[np.ndarray]:
-    av = pytest.importorskip("av")
     path = MEDIA / rel
     if not path.is_file():
-        pytest.skip(f"media clip {path} not available (set VQMON_MEDIA)")
+        pytest.skip(f"media clip {path} not available (the project's shared/ beside the checkout, "
+                    "or VQMON_MEDIA)")
     out = []
     with av.open(str(path)) as c:
         for i, f in enumerate(c.decode(video=0)):

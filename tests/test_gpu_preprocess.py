@@ -122,12 +122,14 @@ def test_engine_picks_the_device_path_only_for_cuda_backends():
         QualityEngine("bifusion", backend="cpu", preprocess="gpu")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: the refusal only applies without it")
 def test_cuda_device_without_cuda_is_refused_clearly():
     with pytest.raises(RuntimeError, match="no CUDA device"):
         DeviceBatcher("cuda")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 def test_cuda_upload_is_pinned_reused_and_close_to_cpu():
     b = DeviceBatcher("cuda", 384)
@@ -141,6 +143,7 @@ def test_cuda_upload_is_pinned_reused_and_close_to_cpu():
     assert b.host.untyped_storage().data_ptr() == ptr
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 def test_cuda_engine_preprocesses_on_the_gpu_and_scores_like_cpu(cpu_engine):
     gpu = QualityEngine("bifusion", backend="cuda", compile=False, max_batch=8)

@@ -74,6 +74,12 @@ def open_context(name: str, stream) -> Any:
 
     Errors carry FFmpeg's own log lines ("Cannot load libnvcuvid.so.1"), which PyAV's
     exception text only partly holds; they are captured, not printed.
+
+    The failure is kept as text only: an exception kept past its ``except`` block holds its
+    traceback, whose frame holds the exception and ``stream`` (so the stream's container and
+    its decoder's frame buffers) in a reference cycle that only a full garbage collection
+    frees, i.e. a worker that reopens a looped file under ``auto`` grew by a decoder per
+    loop (issue 20, F2).
     """
     import av
     import av.logging
@@ -88,11 +94,11 @@ def open_context(name: str, stream) -> Any:
                 ctx.open()
                 return ctx
             except Exception as e:
-                error = e
+                cause = getattr(e, "strerror", None) or str(e) or type(e).__name__
     finally:
         av.logging.set_level(previous)
     lines = [msg.strip() for _level, _name, msg in logs if msg.strip()]
-    cause = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    ctx = stream = None  # the raised error's traceback holds this frame: keep nothing big in it
     raise RuntimeError("; ".join(lines + [cause]))
 
 

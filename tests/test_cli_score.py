@@ -85,10 +85,38 @@ def test_bad_weights_file_is_a_clear_error(images, tmp_path, capsys):
     assert "corrupt" in capsys.readouterr().err
 
 
+# loaded by every Python process of the run below (PYTHONPATH): at exit, says whether jemalloc
+# is mapped into it. The process that replaced itself with os.execve never gets to its exit.
+_MAPS_PROBE = """
+import atexit, os
+
+def _probe():
+    with open("/proc/self/maps") as f:
+        mapped = any("libjemalloc" in line for line in f)
+    with open(os.environ["VQMON_TEST_MAPS_OUT"], "a") as out:
+        out.write(f"{os.getpid()} {int(mapped)}\\n")
+
+atexit.register(_probe)
+"""
+
+
 def test_console_script_runs_under_jemalloc_when_installed(images, tmp_path):
+    from monitor.jemalloc import find_jemalloc
+    if find_jemalloc() is None:
+        pytest.skip("libjemalloc2 not installed (apt-get install libjemalloc2)")
     astronaut, _, _ = images
-    env = {k: v for k, v in os.environ.items() if k != "VQMON_JEMALLOC"}
-    proc = subprocess.run([sys.executable, "-m", "monitor.cli", "score", "--json", "--backend", "cpu",
-                           str(astronaut)], capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
-    assert len(_json_lines(proc.stdout)) == 1
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "sitecustomize.py").write_text(_MAPS_PROBE)
+    report = tmp_path / "maps.txt"
+    env = {k: v for k, v in os.environ.items() if k not in ("VQMON_JEMALLOC", "LD_PRELOAD", "PYTHONPATH")}
+    env.update(PYTHONPATH=str(probe), VQMON_TEST_MAPS_OUT=str(report))
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "score", "--json", "--backend", "cpu",
+                             str(astronaut)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr
+    assert len(_json_lines(stdout)) == 1
+    # the process that scored (same pid after the re-exec) had libjemalloc mapped
+    mapped = dict(line.split() for line in report.read_text().splitlines())
+    assert mapped.get(str(proc.pid)) == "1", mapped

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.request
 
 import numpy as np
 import pytest
 
+from monitor.config import config_from_dict
 from monitor.redis_server import EmbeddedRedis
 from monitor.sinks.redis_sink import decode_map
 from monitor.smoothing import ScoreSmoother
@@ -79,20 +81,38 @@ def test_file_stream_records_in_redis(redis_server, monitor_factory, samples, wa
         assert f[b"model"] == b"bifusion"
         pts.append(float(f[b"pts"]))
     assert pts == sorted(pts) and pts[-1] - pts[0] >= 4.0  # 2 samples/s over the 5.3 s clip
-    assert np.allclose(np.diff(pts), 0.5, atol=0.1) or len(pts) >= 8
+    # sampling on the clip's own clock (25 fps from 0): each sample is the first frame at or after
+    # a point of the 0.5 s grid, so at most one frame period (0.04 s) after it; a sample the scorer
+    # could not take in time is dropped and counted, never moved: the 11 grid points of 0-5.0 s
+    # are each either a record or a drop
+    after_grid = [p - 0.5 * math.floor(p / 0.5 + 1e-6) for p in pts]
+    assert all(-1e-3 <= d < 0.04 + 1e-3 for d in after_grid), after_grid
+    slots = [math.floor(p / 0.5 + 1e-6) for p in pts]
+    assert len(set(slots)) == len(slots) and slots[-1] <= 10, slots
+    dropped = sum(s.value for fam in m.metrics.registry.collect() if fam.name == "vqmon_frames_dropped"
+                  for s in fam.samples if s.name.endswith("_total") and s.labels.get("stream") == "bbb")
+    assert len(pts) + dropped == 11, (pts, dropped)
     assert r.smembers("vqmon:streams") == {b"bbb"}
     events = [f for _, f in r.xrange("vqmon:events")]
     assert any(e[b"condition"] == b"stream_ended" and e[b"stream"] == b"bbb" for e in events)
     assert r.hget("vqmon:bbb:state", "state") == b"stopped"
 
 
-def test_unix_socket_with_auth_and_embedded_default(monitor_factory, samples, waiter):
+def test_unix_socket_with_auth_and_embedded_default(monitor_factory, samples, waiter, monkeypatch):
+    """The Redis password comes from a ``${VAR:-default}`` embedded in the middle of the value;
+    the variable is unset, so only the default makes the password the server asks for."""
+    raw_pw = "redis-${VQMON_TEST_REDIS_PW:-pw}-123"
+    monkeypatch.delenv("VQMON_TEST_REDIS_PW", raising=False)
+    other = config_from_dict({"streams": [{"name": "x", "url": "/x.mp4"}], "redis": {"password": raw_pw}},
+                             env={"VQMON_TEST_REDIS_PW": "other"})
+    assert other.redis.password == "redis-other-123"  # the variable, when set, wins over the default
     server = EmbeddedRedis(unix_socket=True, password="redis-pw-123").start()
     try:
         m = monitor_factory({
             "streams": [{"name": "bikes", "url": str(samples / "bikes.mp4"), "sample_rate": 1.0}],
-            "redis": {"url": server.url, "password": "${VQMON_TEST_REDIS_PW:-redis-pw-123}"},
+            "redis": {"url": server.url, "password": raw_pw},
         })
+        assert m.config.redis.password == "redis-pw-123"
         r = server.client()
         waiter(lambda: r.xlen("vqmon:bikes:records") >= 2, 30, message="records over a unix socket")
         m.stop()

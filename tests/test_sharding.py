@@ -50,7 +50,7 @@ def test_parse_and_auto():
         resolve_auto({"VQMON_SHARD_COUNT": "2", "HOSTNAME": "laptop"})
 
 
-def test_config_field_errors_name_the_field():
+def test_shard_config_resolves_assigns_and_names_the_field_in_errors():
     streams = [{"name": n, "url": f"/x/{n}.mp4"} for n in ("a", "b", "c", "d")]
     cfg = config_from_dict({"streams": streams, "shard": "auto"}, env={"VQMON_SHARD_COUNT": "2", "HOSTNAME": "v-1"})
     assert cfg.shard == "1/2"

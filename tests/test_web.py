@@ -161,32 +161,61 @@ def test_one_stream_and_unknown_paths(live):
     assert status == 405 and headers["Allow"] == "GET, HEAD"
 
 
+THUMBNAIL = "/api/streams/clip/thumbnail.jpg"
+
+
+def _one_version(m: Monitor, requests):
+    """Run ``requests()`` (HTTP calls) until no newer frame was scored while it ran, so that all
+    its answers speak of one version: returns (version, scored frame, answers). The clip keeps
+    playing; a run that straddles a new frame is simply made again."""
+    rt = m.streams["clip"]
+
+    def attempt():
+        before = rt.last_scored
+        answers = requests()
+        after = rt.last_scored
+        return (before[0], before[1], answers) if after[0] == before[0] else None
+
+    return wait_for(attempt, 30, interval=0.05, message="thumbnail requests within one scored frame")
+
+
 def test_thumbnail_is_the_scored_frame_with_overlay(live):
-    _, data = get_json(live, "/api/streams/clip")
-    status, headers, body = get(live, "/api/streams/clip/thumbnail.jpg")
+    cache = live.http.app.thumbnails
+
+    def requests():
+        renders0 = cache.renders
+        first = get(live, THUMBNAIL)
+        renders1 = cache.renders
+        again = get(live, THUMBNAIL)
+        renders2 = cache.renders
+        conditional = get(live, THUMBNAIL, headers={"If-None-Match": first[1]["ETag"]})
+        return first, again, conditional, (renders0, renders1, renders2, cache.renders)
+
+    version, scored, (first, again, conditional, renders) = _one_version(live, requests)
+    status, headers, body = first
     assert status == 200 and headers["Content-Type"] == "image/jpeg" and body[:3] == b"\xff\xd8\xff"
+    assert headers["ETag"] == f'"{version}"' and headers["Cache-Control"] == "no-cache"
     img = Image.open(io.BytesIO(body))
     img.verify()
     img = Image.open(io.BytesIO(body)).convert("RGB")
     w, h = img.size
     assert w == 480 and abs(h - 480 * 272 / 640) <= 1  # the original 640x272, not the model's square
-    # the worst cell is outlined in white: its top edge is brighter than the picture around it
-    version, scored = live.streams["clip"].last_scored
+    # the worst cell of this very frame is outlined in white: its top edge is brighter than the picture
     thumb_map = RegionMap(scored.region_map.values, h, w)
     x0, y0, x1, y1 = thumb_map.cell_box(*thumb_map.worst(1)[0][:2])
     a = np.asarray(img, dtype=np.float32)
-    if headers["ETag"] == f'"{version}"':
-        edge = a[y0 + 1, x0 + 3:x1 - 3].mean()
-        assert edge > 200, edge
-    # one render per scored frame: asking again for the same frame draws nothing
-    cache = live.http.app.thumbnails
-    renders = cache.renders
-    status2, headers2, body2 = get(live, "/api/streams/clip/thumbnail.jpg")
-    if headers2["ETag"] == headers["ETag"]:
-        assert body2 == body and cache.renders == renders
-    status3, _, body3 = get(live, "/api/streams/clip/thumbnail.jpg", headers={"If-None-Match": headers2["ETag"]})
-    assert status3 in (200, 304) and (status3 == 200 or body3 == b"")
-    assert cache.renders <= live.streams["clip"].scored
+    edge = a[y0 + 1, x0 + 3:x1 - 3].mean()
+    assert edge > 200, edge
+    # one render per scored frame: the same frame asked again is the same bytes, nothing drawn
+    assert renders[1] - renders[0] <= 1 and renders[3] == renders[2] == renders[1], renders
+    status2, headers2, body2 = again
+    assert (status2, headers2["ETag"], body2) == (200, headers["ETag"], body)
+    # a viewer holding this frame's ETag is told it has not changed: 304, no body
+    status3, headers3, body3 = conditional
+    assert (status3, headers3["ETag"], body3) == (304, headers["ETag"], b"")
+    # an ETag of an older frame gets the current picture
+    status4, headers4, body4 = get(live, THUMBNAIL, headers={"If-None-Match": f'"{version - 1}"'})
+    assert status4 == 200 and body4[:3] == b"\xff\xd8\xff" and headers4["ETag"] != f'"{version - 1}"'
 
 
 def test_page_and_assets(live):
@@ -279,7 +308,20 @@ def test_live_view_off_keeps_health_and_metrics(cpu_engine):
         run.close()
 
 
-def test_binds_loopback_by_default(live):
-    assert MetricsConfig().address == ("127.0.0.1", 9108) and MetricsConfig().live_view is True
-    host, port = live.metrics_address  # what the socket is bound to, as reported by the OS
-    assert host == "127.0.0.1" and port > 0
+def test_binds_loopback_by_default(cpu_engine):
+    """A config that says nothing about the listener gets 127.0.0.1:9108; the monitor binds the
+    default host (the port swapped for a free one, so a running vqmon cannot clash)."""
+    cfg = config_from_dict({"streams": [{"name": "cam", "url": CAMERA}], "redis": {"enabled": False},
+                            "console": False})
+    assert cfg.metrics == MetricsConfig() and cfg.metrics.address == ("127.0.0.1", 9108)
+    assert cfg.metrics.enabled and cfg.metrics.live_view
+    default_host, _ = cfg.metrics.address
+    cfg = cfg.model_copy(update={"metrics": cfg.metrics.model_copy(update={"listen": f"{default_host}:0"})})
+    m = Monitor(cfg, engines={"bifusion": cpu_engine}, announce=lambda text: None)
+    m.start()
+    try:
+        host, port = m.metrics_address  # what the socket is bound to, as reported by the OS
+        assert host == "127.0.0.1" and port > 0
+        assert get_json(m, "/healthz")[0] == 200
+    finally:
+        m.stop()

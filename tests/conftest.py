@@ -166,6 +166,28 @@ def monitor_factory(cpu_engine):
         m.stop()
 
 
+def finishes_within(seconds: float, fn, *args, what: str = "the call", **kwargs):
+    """``fn(*args, **kwargs)`` in a thread: its result, its exception, or a failure (not a hang)
+    when it has not returned within ``seconds`` (a generous bound, not a speed target)."""
+    import threading
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # re-raised in the test's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, name=f"finishes_within:{what}", daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise AssertionError(f"{what} did not return within {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 # -- strict mode: a skip is a failure unless the test is marked gpu ----------------------------
 
 def _strict_failure(reason: str) -> str:

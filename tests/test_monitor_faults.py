@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
-
+from conftest import finishes_within
 from monitor.redis_server import EmbeddedRedis, free_port
 
 
@@ -104,9 +103,7 @@ def test_hung_source_times_out_and_worker_is_killed(redis_server, monitor_factor
         assert _value(m, "vqmon_stream_up", stream="hung") == 0
         assert _value(m, "vqmon_stream_up", stream="silent") == 0
         waiter(lambda: m.streams["good"].scored >= 3, 20, message="the good stream keeps being scored")
-        t0 = time.monotonic()
-        m.stop()
-        assert time.monotonic() - t0 < 5
+        finishes_within(60, m.stop, what="stopping with a hung source")  # a generous bound: no hang
     finally:
         silent.close()
 
@@ -130,17 +127,15 @@ def test_redis_outage_is_survived_and_losses_counted(monitor_factory, samples, t
                message="records before the outage")
         r.close()
         server.stop()  # SIGTERM: redis writes its AOF and exits
-        t_down = time.monotonic()
         scored_at_down = sum(m.streams[s].scored for s in ("a", "b"))
-        time.sleep(10)
-        # decoding and scoring went on; the bounded buffer overflowed
-        assert sum(m.streams[s].scored for s in ("a", "b")) >= scored_at_down + 10
+        # decoding and scoring go on; the bounded buffer overflows
+        waiter(lambda: sum(m.streams[s].scored for s in ("a", "b")) >= scored_at_down + 10
+               and _value(m, "vqmon_redis_records_lost_total") >= 5, 60,
+               message="scoring on through the outage and records lost from the full buffer")
         assert m.sink.buffered <= 4
         lost_during = _value(m, "vqmon_redis_records_lost_total")
-        assert lost_during >= 5
         assert _value(m, "vqmon_redis_up") == 0
         server.start()  # same port, same data
-        assert time.monotonic() - t_down < 15
         r = server.client()
         n_before = r.xlen("vqmon:a:records") + r.xlen("vqmon:b:records")
         waiter(lambda: r.xlen("vqmon:a:records") + r.xlen("vqmon:b:records") >= n_before + 4, 20,

@@ -8,6 +8,7 @@ import time
 
 import av
 
+from conftest import wait_for
 from monitor.redis_server import free_port
 
 
@@ -50,6 +51,19 @@ def test_hls_over_http(redis_server, monitor_factory, samples, tmp_path, waiter)
         httpd.server_close()
 
 
+def _udp_bound(port: int) -> bool:
+    """Whether a UDP socket is bound to ``port`` here (Linux: /proc/net/udp and udp6)."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                if any(int(line.split()[1].rsplit(":", 1)[1], 16) == port for line in f):
+                    return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def _udp_sender(src, port: int, stop: threading.Event) -> None:
     """Send a clip once as MPEG-TS over UDP, at real time."""
     with av.open(str(src)) as inp, av.open(f"udp://127.0.0.1:{port}?pkt_size=1316", "w", format="mpegts") as out:
@@ -76,7 +90,7 @@ def test_mpegts_over_udp(redis_server, monitor_factory, samples, waiter):
         "redis": {"url": redis_server.url},
     })
     stop = threading.Event()
-    time.sleep(1.0)  # let the worker bind the port before the sender starts
+    wait_for(lambda: _udp_bound(port), 30, interval=0.05, message="the worker listening on the UDP port")
     sender = threading.Thread(target=_udp_sender, args=(samples / "bikes.mp4", port, stop), daemon=True)
     sender.start()
     try:

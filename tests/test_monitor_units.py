@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import finishes_within, wait_for
 from engines.types import Prediction, RegionMap
 from engines.views import InputView
 from monitor.batcher import Batcher
@@ -80,13 +81,14 @@ class FakeEngine:
     max_batch = 4
     info = {"backend": "fake", "trained": True}
 
-    def __init__(self, delay=0.0):
-        self.delay = delay
+    def __init__(self, gate: threading.Event | None = None):
+        self.gate = gate  # when given, every batch waits for it: the test decides when scoring ends
         self.batches: list[int] = []
 
     def score(self, frames, draws=1):
         self.batches.append(len(frames))
-        time.sleep(self.delay)
+        if self.gate is not None:
+            assert self.gate.wait(30), "the test never released the scorer"
         return [Prediction(float(f.mean()) / 2.55, RegionMap(np.full((3, 3), f.mean() / 2.55, np.float32), 32, 32))
                 for f in frames]
 
@@ -96,20 +98,20 @@ def _frame(stream: str, seq: int, value: int = 100) -> FrameMessage:
 
 
 def test_batcher_batches_streams_and_keeps_only_latest_frame():
-    eng = FakeEngine(delay=0.3)
+    release = threading.Event()
+    eng = FakeEngine(gate=release)
     results, drops = [], []
     b = Batcher({"m": eng}, {f"s{i}": "m" for i in range(6)}, max_batch=4, max_wait=0.05,
                 on_result=results.append, on_drop=lambda s, r, n: drops.append((s, r)))
     b.start()
     b.submit(_frame("s0", 1))
-    time.sleep(0.1)  # the first batch (s0 alone, after max_wait) is being scored
+    wait_for(lambda: eng.batches == [1], 30, interval=0.01, message="the first batch (s0 alone) being scored")
     for seq in (2, 3, 4):  # scorer busy: only the latest of s0 survives
         b.submit(_frame("s0", seq))
     for i in range(1, 6):
         b.submit(_frame(f"s{i}", 1))
-    deadline = time.monotonic() + 5
-    while len(results) < 7 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    release.set()
+    wait_for(lambda: len(results) >= 7, 30, interval=0.01, message="seven scored frames")
     b.stop()
     assert drops == [("s0", "scorer_behind"), ("s0", "scorer_behind")]
     assert [r.frame.seq for r in results if r.frame.stream == "s0"] == [1, 4]
@@ -127,9 +129,7 @@ def test_batcher_survives_engine_errors():
     b = Batcher({"m": Broken()}, {"a": "m"}, on_drop=lambda s, r, n: drops.append(r))
     b.start()
     b.submit(_frame("a", 1))
-    deadline = time.monotonic() + 3
-    while not drops and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: drops, 30, interval=0.02, message="the failed batch counted")
     b.stop()
     assert drops == ["score_error"]
 
@@ -156,8 +156,6 @@ def test_sink_stop_without_redis_counts_buffer_as_lost():
     sink.start()
     for i in range(3):
         sink.put_record("a", {"i": str(i)}, ts=1000.0 + i)
-    t0 = time.monotonic()
-    sink.stop(flush_timeout=0.5)
-    assert time.monotonic() - t0 < 3.0
+    finishes_within(60, sink.stop, flush_timeout=0.5, what="stop with Redis unreachable")  # no hang
     assert m.registry.get_sample_value("vqmon_redis_records_lost_total") == 3
     assert not threading.Thread.is_alive(sink._thread)

@@ -9,7 +9,6 @@ import io
 import json
 import re
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -270,8 +269,12 @@ def test_liveness_fails_when_scoring_or_housekeeping_stops(cpu_engine, monkeypat
 
         monkeypatch.setattr(service, "HEARTBEAT_MAX_AGE", 1.0)
         run.stop_loop()
-        time.sleep(1.5)
-        status, body = get_json(m, "/healthz")
+
+        def housekeeping_reported():
+            status, body = get_json(m, "/healthz")
+            return (status, body) if len(body["reasons"]) > 1 else None
+
+        status, body = wait_for(housekeeping_reported, 30, message="the stale housekeeping heartbeat reported")
         assert status == 503 and body["reasons"][1].startswith("the housekeeping loop last ran ")
     finally:
         run.close()

@@ -15,6 +15,7 @@ from monitor.config import (ConfigError, Scrubber, config_from_dict, ffmpeg_url,
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "vqmon.example.yaml"
+SAMPLE = ROOT / "monitor" / "samples" / "bikes.mp4"
 
 
 def _err(text: str, env: dict | None = None) -> str:
@@ -155,6 +156,25 @@ def test_check_config_command(tmp_path):
                        cwd=ROOT, timeout=60)
     assert r.returncode == 2
     assert "streams[0] 'a'.sample_rate" in r.stderr and "fast" in r.stderr
+
+
+def test_check_config_models_of_old_scripts_still_checks_the_models(tmp_path, capsys):
+    """``check-config --models`` (models are always checked now, monitor.preflight): still
+    accepted, a configuration of real models passes, an unknown model fails naming it."""
+    from engines import list_models
+    from monitor.cli import main
+    good = tmp_path / "good.yaml"
+    good.write_text(f"defaults: {{model: glint}}\nstreams: [{{name: a, url: {SAMPLE}}}, "
+                    f"{{name: b, url: {SAMPLE}, model: bifusion}}]\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"streams: [{{name: a, url: {SAMPLE}, model: nosuch}}, {{name: b, url: {SAMPLE}}}]\n")
+    assert main(["check-config", str(good), "--models"]) == 0
+    out = capsys.readouterr().out
+    assert f"{good}: OK" in out and "model=glint" in out and "model=bifusion" in out
+    assert main(["check-config", str(bad), "--models"]) == 2
+    out, err = capsys.readouterr()
+    assert f"{bad}: OK" not in out
+    assert "model 'nosuch' (stream a) is not a model: use one of " + ", ".join(sorted(list_models())) in err
 
 
 def _args(**kw) -> argparse.Namespace:

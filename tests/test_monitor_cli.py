@@ -1,7 +1,8 @@
 """`vqmon run` as a real process: a clean SIGTERM exit that flushes the records Redis could not
-take yet, and URL passwords nowhere to be seen."""
+take yet, URL passwords nowhere to be seen, and `vqmon run --demo` from start to SIGINT."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import ROOT, vqmon_command, wait_for
 from monitor.redis_server import EmbeddedRedis, free_port
+from monitor.service import demo_sources, stream_name_for
 
 PASSWORD = "s3cret-Pa55"
 
@@ -145,3 +147,42 @@ def test_password_never_in_logs_metrics_or_redis(cli_run):
         assert PASSWORD.encode() not in where.encode() + text, f"password leaked into {where}"
     assert 'vqmon_stream_up{stream="cam"} 0.0' in cli_run["metrics"]
     assert 'vqmon_stream_up{stream="clip"} 1.0' in cli_run["metrics"]
+
+
+def _get(port: int, path: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+        return resp.status, resp.headers["Content-Type"], resp.read()
+
+
+def test_demo_scores_serves_the_page_and_stops_on_sigint(tmp_path):
+    """`vqmon run --demo`: the shipped clips, a private redis-server, the live view; SIGINT ends it with 0."""
+    port = free_port()
+    names = sorted(stream_name_for(str(p), set()) for p in demo_sources())
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        proc = subprocess.Popen([*vqmon_command(), "run", "--demo", "--no-console", "--metrics", f"127.0.0.1:{port}"],
+                                cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=fo, stderr=fe)
+        try:
+            def all_scored():
+                assert proc.poll() is None, err.read_text()[-3000:]
+                try:
+                    data = json.loads(_get(port, "/api/streams")[2])
+                except OSError:
+                    return None
+                return data if data["streams"] and all(s["scored"] >= 1 for s in data["streams"]) else None
+
+            data = wait_for(all_scored, 180, interval=0.5, message="every demo clip scored")
+            assert sorted(s["name"] for s in data["streams"]) == names and len(names) >= 2
+            assert all(0 <= s["score"] <= 100 and s["state"] == "up" for s in data["streams"])
+            assert data["instance"]["redis"]["connected"] is True  # the private redis-server
+            status, ctype, page = _get(port, "/")
+            assert status == 200 and ctype.startswith("text/html") and b'src="static/app.js"' in page
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    logs = err.read_text(errors="replace")
+    assert rc == 0, logs[-3000:]
+    assert "SIGINT received: stopping" in logs

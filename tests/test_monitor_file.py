@@ -9,9 +9,11 @@ import urllib.request
 import numpy as np
 import pytest
 
+from conftest import wait_for
 from monitor.config import config_from_dict
+from monitor.metrics import Metrics
 from monitor.redis_server import EmbeddedRedis
-from monitor.sinks.redis_sink import decode_map
+from monitor.sinks.redis_sink import RedisSink, decode_map
 from monitor.smoothing import ScoreSmoother
 
 REQUIRED_METRICS = [
@@ -131,3 +133,26 @@ def test_embedded_redis_when_none_configured(monitor_factory, samples, waiter):
     proc = m.embedded_redis.proc
     m.stop()
     assert proc.poll() is not None  # the private server is gone with the monitor
+
+
+def test_records_stream_is_trimmed_near_maxlen(redis_server):
+    """``XADD MAXLEN ~ maxlen``: Redis trims whole stream nodes (``stream-node-max-entries``,
+    100 by default), so a stream holds between maxlen and maxlen + 100 entries, the newest."""
+    maxlen, n = 50, 600
+    sink = RedisSink(redis_server.url, maxlen=maxlen, events_maxlen=20, metrics=Metrics())
+    sink.start()
+    try:
+        for i in range(n):
+            sink.put_record("cam", {"seq": str(i)}, ts=1_000_000.0 + i * 0.5)
+        for i in range(300):
+            sink.put_event({"stream": "cam", "condition": "test", "seq": str(i)})
+        r = redis_server.client()
+        wait_for(lambda: sink.stats.written == n and sink.stats.events_written == 300, 30,
+                 message="every record and event written")
+    finally:
+        sink.stop()
+    node = int(r.config_get("stream-node-max-entries")["stream-node-max-entries"])
+    kept = r.xrange("vqmon:cam:records")
+    assert maxlen <= len(kept) <= maxlen + node, len(kept)
+    assert [int(f[b"seq"]) for _, f in kept] == list(range(n - len(kept), n))  # the newest, in order
+    assert 20 <= r.xlen("vqmon:events") <= 20 + node

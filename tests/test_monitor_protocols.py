@@ -1,4 +1,5 @@
-"""Other protocols FFmpeg opens: HLS over HTTP and MPEG-TS over UDP, from servers on loopback."""
+"""Other protocols FFmpeg opens: HLS over HTTP and MPEG-TS over UDP, from servers on loopback;
+and a UDP stream that goes silent after frames have flowed: stale, then up again."""
 from __future__ import annotations
 
 import functools
@@ -101,3 +102,50 @@ def test_mpegts_over_udp(redis_server, monitor_factory, samples, waiter):
     finally:
         stop.set()
         sender.join(5)
+
+
+def test_udp_stream_goes_stale_when_frames_stop_and_recovers(redis_server, monitor_factory, samples):
+    """Frames flow, then the sender falls silent (no error: UDP has no connection): after
+    ``timeouts.stale`` without a decoded frame the stream is down, ``stale``, with the reason;
+    frames again and it is up again."""
+    port = free_port()
+    m = monitor_factory({
+        "streams": [{"name": "udp", "url": f"udp://127.0.0.1:{port}", "sample_rate": 2.0,
+                     "timeouts": {"open": 30, "read": 60, "stale": 1.5, "hang": 120}}],
+        "redis": {"url": redis_server.url},
+    })
+    r = redis_server.client()
+    up = lambda: m.metrics.registry.get_sample_value("vqmon_stream_up", {"stream": "udp"})  # noqa: E731
+
+    def send() -> tuple[threading.Event, threading.Thread]:
+        stop = threading.Event()
+        t = threading.Thread(target=_udp_sender, args=(samples / "bikes.mp4", port, stop), daemon=True)
+        t.start()
+        return stop, t
+
+    wait_for(lambda: _udp_bound(port), 30, interval=0.05, message="the worker listening on the UDP port")
+    stop, sender = send()
+    try:
+        wait_for(lambda: r.xlen("vqmon:udp:records") >= 2 and up() == 1, 30, message="records from UDP")
+    finally:
+        stop.set()
+        sender.join(10)
+    rt = m.streams["udp"]
+    wait_for(lambda: rt.state == "stale", 30, message="the silent stream marked stale")
+    assert up() == 0 and rt.worker.reconnects == 0  # the same worker, still listening
+    assert rt.error.startswith("no frame decoded for ")
+    wait_for(lambda: r.hget("vqmon:udp:state", "state") == b"stale", 10, message="stale in the state hash")
+    assert r.hget("vqmon:udp:state", "up") == b"0"
+    downs = [f for _, f in r.xrange("vqmon:events") if f[b"condition"] == b"stream_down"]
+    assert [d[b"kind"] for d in downs] == [b"start"] and b"no frame decoded" in downs[0][b"message"]
+
+    n_stale = r.xlen("vqmon:udp:records")
+    stop, sender = send()
+    try:
+        wait_for(lambda: up() == 1 and r.xlen("vqmon:udp:records") > n_stale, 30, message="up again on new frames")
+    finally:
+        stop.set()
+        sender.join(10)
+    assert rt.state == "up"
+    wait_for(lambda: any(f[b"condition"] == b"stream_down" and f[b"kind"] == b"resolved"
+                         for _, f in r.xrange("vqmon:events")), 10, message="the stream_down event resolved")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -209,3 +210,104 @@ log_level: debug
     for where, text in shown.items():
         for form in forms:
             assert form not in text, f"password form {form!r} leaked into {where}"
+
+
+# ------------------------------------------------------------------------------------------
+# the console (rich table, log summary) and a Redis password through an outage
+# ------------------------------------------------------------------------------------------
+
+REDIS_PW = "Rd/s3#cr?t@9%"
+
+
+def _assert_no_password(shown: dict[str, str], pw: str) -> None:
+    for where, text in shown.items():
+        for form in _password_forms(pw):
+            assert form not in text, f"password form {form!r} leaked into {where}"
+
+
+def _get_text(m, path: str) -> str:
+    host, port = m.metrics_address
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as r:
+            return r.read().decode()
+    except urllib.error.HTTPError as e:  # /readyz answers 503 while something is down
+        return e.read().decode()
+
+
+def _console_text(m, capsys) -> str:
+    """The live console as `vqmon run` on a terminal shows it (rich table), then the log summary."""
+    from monitor.console import LiveConsole, LogSummary
+    capsys.readouterr()
+    with LiveConsole(m) as view:
+        view.update()
+    LogSummary(m, every=0.0).update()
+    return capsys.readouterr().out
+
+
+def test_console_table_with_a_url_password(cpu_engine, capsys, caplog, monkeypatch):
+    """The rich status table (and the log summary that stands in for it off a terminal) of a
+    stream whose URL carries a password, while that stream fails."""
+    from monitor.service import Monitor
+    caplog.set_level("INFO", logger="monitor")
+    monkeypatch.setenv("COLUMNS", "250")  # wide enough for the whole error column
+    closed = free_port()
+    cfg = config_from_dict({
+        "defaults": {"reconnect": {"initial_delay": 0.3, "max_delay": 1.0}},
+        "streams": [{"name": "cam", "url": f"rtsp://admin:${{CAM_PW}}@127.0.0.1:{closed}/live"}],
+        "redis": {"enabled": False}, "metrics": {"enabled": False}, "console": False,
+    }, env={"CAM_PW": CAM_PW})
+    m = Monitor(cfg, engines={"bifusion": cpu_engine}, announce=lambda text: None)
+    m.start()
+    try:
+        wait_for(lambda: m.streams["cam"].error and m.streams["cam"].worker.reconnects >= 1, 60,
+                 message="the camera failing and retried")
+        shown = {"console": _console_text(m, capsys)}
+        shown["logs"] = caplog.text
+    finally:
+        m.stop()
+    assert re.search(r"│ cam +│ \w+ +│.*│ cannot open: .*Connection refused +│", shown["console"]), shown["console"]
+    assert re.search(r"stream cam: \w+ fps=.* error=cannot open: .*Connection refused", shown["logs"]), shown["logs"]
+    _assert_no_password(shown, CAM_PW)
+
+
+def test_redis_password_never_shown_through_an_outage(cpu_engine, capsys, caplog):
+    """Redis asks for a password, given in its URL (percent-encoded: it holds / # ? @ %); Redis
+    goes away while frames are scored: logs, the HTTP API, health, metrics, the console and the
+    sink's own error never show it."""
+    from monitor.service import Monitor
+    caplog.set_level("DEBUG", logger="monitor")
+    try:
+        redis = EmbeddedRedis(password=REDIS_PW).start()
+    except RedisServerError as e:
+        pytest.skip(f"no redis-server: {e}")
+    url = f"redis://:{urllib.parse.quote(REDIS_PW, safe='')}@127.0.0.1:{redis.port}/0"
+    cfg = config_from_dict({
+        "streams": [{"name": "clip", "url": str(SAMPLES / "bikes.mp4"), "loop": True, "sample_rate": 2.0}],
+        "redis": {"url": url, "socket_timeout": 0.5, "flush_timeout": 0.5},
+        "metrics": {"listen": "127.0.0.1:0"}, "console": False,
+    })
+    m = Monitor(cfg, engines={"bifusion": cpu_engine}, announce=lambda text: None)
+    shown: dict[str, str] = {"summary": cfg.summary(), "repr": repr(cfg)}
+    m.start()
+    try:
+        client = redis.client()
+        # the password works: records arrive (the server refuses commands without it)
+        wait_for(lambda: client.xlen("vqmon:clip:records") >= 1, 60, message="records in the password-protected Redis")
+        client.close()
+        redis.stop()  # the outage
+        scored = m.streams["clip"].scored
+        wait_for(lambda: not m.sink.connected and m.sink.last_error and m.streams["clip"].scored >= scored + 2
+                 and m.sink.buffered >= 1, 60, message="the sink down while frames are still scored")
+        shown["sink error"] = m.sink.last_error
+        shown["header"] = m.header()
+        for path in ("/api/streams", "/api/streams/clip", "/readyz", "/healthz", "/metrics"):
+            shown[path] = _get_text(m, path)
+        shown["console"] = _console_text(m, capsys)
+    finally:
+        m.stop()
+        redis.cleanup()
+    shown["logs"] = caplog.text  # the stop's lost-records warning included
+    assert "redis://:***@127.0.0.1" in shown["summary"]
+    assert "redis: unavailable" in shown["logs"] and "redis DOWN" in shown["header"]
+    assert json.loads(shown["/api/streams"])["instance"]["redis"]["connected"] is False
+    _assert_no_password(shown, REDIS_PW)

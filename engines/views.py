@@ -82,9 +82,11 @@ class InputView:
         return h2, w2
 
     def __call__(self, rgb: np.ndarray, draw: int | None = None) -> np.ndarray:
-        """(H,W,3) uint8 at working scale (see ``working_shape``) -> (side, side, 3) uint8."""
+        """(H,W,3) uint8 -> (side, side, 3) uint8. ``resize`` returns the frame itself: the
+        squeeze to ``size`` happens in float with the normalisation (``engines.preprocess``,
+        on the GPU where the backend runs there), as it always has."""
         if self.mode == "resize":
-            return resize_rgb(rgb, self.size, self.size)
+            return rgb
         h, w = rgb.shape[:2]
         if (h, w) != self.working_shape(h, w):
             rgb = resize_rgb(rgb, *self.working_shape(h, w))

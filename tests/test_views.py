@@ -51,7 +51,12 @@ def test_fragment_cells_are_the_region_map_cells():
             assert abs(ys[i + 1] * h / h2 - y1) <= h / h2 + 1 and abs(xs[j + 1] * w / w2 - x1) <= w / w2 + 1
 
 
-@pytest.mark.parametrize("mode", ["fragments", "crops", "resize"])
+def test_resize_view_leaves_the_squeeze_to_preprocessing():
+    rgb = _gradient(720, 1280)
+    assert InputView("resize", size=384)(rgb) is rgb
+
+
+@pytest.mark.parametrize("mode", ["fragments", "crops"])
 def test_a_view_of_a_view_is_itself(mode):
     """The monitor's workers send the view; the engine applies it again: nothing may change."""
     view = InputView(mode)

@@ -345,3 +345,34 @@ def test_tiny_run_glint_transfer(tiny_pack, tmp_path):
     assert tr["topk"] == 1 and 1 <= tr["distinct_anchors"] <= res["pack"]["pristine"]
     assert 0 < tr["anchor_mos_mean"] < 100
     assert res["stage1"]["contrastive"] is False
+
+
+def test_native_recipe_cross_validates_ships_its_view_and_ranks_synthetic_levels(dataset, tiny_pack, tmp_path):
+    """engines.train.native end to end at toy size: a fold, the final weights, the ranking term."""
+    import json
+
+    from engines.models import create_model
+    from engines.train import native
+    from engines.views import InputView
+
+    livec, _ = dataset
+    out = tmp_path / "run"
+    argv = ["--model", "glint", "--csv", str(livec / "labels.csv"), "--view", "fragments", "--grid", "2",
+            "--patch", "32", "--folds", "2", "--only-folds", "0", "--final", "--epochs", "1", "--batch", "4",
+            "--test-draws", "2", "--syn-rank", "1", "--syn-types", "2", "--pack", str(tiny_pack[0]),
+            "--syn-cache", "--out", str(out), "--no-progress", "--weights-out", str(out / "glint.pt")]
+    assert native.main(argv) == 0
+    res = json.loads((out / "glint_results.json").read_text())
+    fold = res["per_fold"][0]
+    assert fold["fold"] == 0 and fold["n"] == 9 and len(fold["pred"]) == 9 and np.isfinite(fold["srocc"])
+    assert res["syn_rank"]["weight"] == 1.0 and (out / "glint_fold0.ckpt").is_file()
+    served = create_model("glint", weights=out / "glint.pt")
+    assert served.input_view == InputView("fragments", grid=2, patch=32) and served.input_size == 64
+    assert served.weights_info["recipe"] == "engines.train.native"
+    assert list(tiny_pack[0].glob("native-syn-t2-s0.npz"))  # the synthetic set is kept for the next run
+
+    ranking = native.SyntheticRanking(tiny_pack[0], 2, cache=True, types=2)
+    x, better = ranking.batch(InputView("fragments", grid=2, patch=32), np.random.default_rng(0))
+    assert x.shape[0] == better.shape[0] == 11 and x.shape[-1] == 64  # clean + 2 chains x 5 levels
+    assert not better.diagonal().any() and not better.T[0].any()
+    assert better.sum(1)[0] == 10  # the batch's first row is the clean image: above all ten others

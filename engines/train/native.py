@@ -110,14 +110,24 @@ class SyntheticRanking:
     """
 
     def __init__(self, pack: str | Path, types_per_image: int, seed: int = 0, workers: int | None = None,
-                 images: int = 1, types: int = 3, cross_gap: int = 2):
+                 images: int = 1, types: int = 3, cross_gap: int = 2, cache: bool = False):
         from . import data as D
 
         p = D.load_pack(pack, workers=workers)
         hold = set(D.synthetic_holdout(len(p.pristine), seed).tolist())
         keep = np.array([i for i in range(len(p.pristine)) if i not in hold])
-        self.syn = D.generate_synthetic(p.pristine[keep], types_per_image=types_per_image, seed=seed,
-                                        workers=workers, progress=False)
+        cache = Path(pack) / f"native-syn-t{types_per_image}-s{seed}.npz" if cache else None
+        if cache is not None and cache.is_file():  # the same seeded set: made once, read by every run
+            z = np.load(cache)
+            self.syn = D.SyntheticSet(images=z["images"], src=z["src"], dtype=z["dtype"], level=z["level"],
+                                      quality=z["quality"], types=list(z["types"]), skipped={},
+                                      label_source=D.LABEL_SOURCE)
+        else:
+            self.syn = D.generate_synthetic(p.pristine[keep], types_per_image=types_per_image, seed=seed,
+                                            workers=workers, progress=False)
+            if cache is not None:
+                np.savez(cache, images=self.syn.images, src=self.syn.src, dtype=self.syn.dtype,
+                         level=self.syn.level, quality=self.syn.quality, types=np.array(self.syn.types))
         self.images, self.types, self.cross_gap = images, types, cross_gap
         self.rows_of = {int(s): np.flatnonzero(self.syn.src == s) for s in np.unique(self.syn.src)}
         log.info("synthetic ranking: %d pristine images x %d types x 5 levels (%.0f s)",
@@ -233,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--syn-types", type=int, default=8, help="distortion types per pristine image")
     p.add_argument("--syn-batch-types", type=int, default=3, help="chains per ranking batch")
     p.add_argument("--pack", default=".cache/trainpack", help="training pack (pristine photos)")
+    p.add_argument("--syn-cache", action="store_true",
+                   help="keep the synthetic set beside the pack and reuse it (it takes minutes to make)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images (smoke tests)")
@@ -261,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                     "test_draws": args.test_draws, "seed": args.seed, "n_images": n,
                     "argv": sys.argv[1:] if argv is None else argv})
     per_fold = {f["fold"]: f for f in results.get("per_fold", [])}
-    ranking = (SyntheticRanking(args.pack, args.syn_types, args.seed, types=args.syn_batch_types)
+    ranking = (SyntheticRanking(args.pack, args.syn_types, args.seed, types=args.syn_batch_types,
+                                cache=args.syn_cache)
                if args.syn_rank > 0 else None)
     results["syn_rank"] = {"weight": args.syn_rank, "margin": args.syn_margin, "types": args.syn_types,
                            "batch_types": args.syn_batch_types} if ranking else None

@@ -59,6 +59,10 @@ Keys returned by :meth:`FrameDetectors.update` (``FRAME_KEYS``)
                    (0.98 of full scale, i.e. at nominal white, where a washed-out or
                    over-exposed picture piles up). Clean footage 0-0.09 (a white bird in
                    daylight), over-exposure 0.08-0.35.
+``noise_native``, ``edge_width``, ``white_level``  resolution-aware measures for the
+                   gross-damage rules: noise sigma at the source resolution, the width of the
+                   sharpest edges in px at 640 wide, the 99.9th percentile of luma
+                   (:mod:`monitor.picture_measures`).
 ``letterbox``      fraction of rows that are black bars at the top plus the bottom (0..1).
 ``pillarbox``      fraction of columns that are black bars at the left plus the right.
                    Both are 0 for a wholly black picture (that is ``black``'s job).
@@ -88,6 +92,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
+
+from monitor.picture_measures import MEASURE_KEYS, measure
 
 __all__ = [
     "DetectorSettings",
@@ -119,6 +125,7 @@ FRAME_KEYS = (
     "mb_edge_breaks",
     "luma_mean",
     "clipped_highlights",
+    *MEASURE_KEYS,
 )
 TIMING_KEYS = ("stall_seconds", "fps", "fps_ratio", "pts_jumps", "pts_jump_max_seconds", "decode_errors")
 
@@ -535,6 +542,10 @@ class FrameDetectors:
         lb, pb = black_bars(y, s.black_pixel_threshold, s.bar_black_ratio)
         out["letterbox"] = lb
         out["pillarbox"] = pb
+        # -- resolution-aware measures for the gross-damage rules (monitor.picture_measures) ---------
+        src = source_size or self.source_size
+        down = float(src[0]) / a.shape[1] if src else 1.0
+        out.update(measure(y, luma_native, down))
         return out
 
     def _freeze(self, y: np.ndarray, t: float) -> dict[str, float]:

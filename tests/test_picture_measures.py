@@ -1,0 +1,64 @@
+"""Resolution-aware measures of monitor/picture_measures.py: the same damage reads the same
+whatever the source size (issue 16)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from monitor.detectors import FrameDetectors
+from monitor.picture_measures import edge_width, noise_native, white_level
+
+
+def _scene(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Flat patches with hard edges (0..1), the same layout at every size."""
+    rng = np.random.default_rng(seed)
+    cells = rng.uniform(0.15, 0.85, (9, 16))
+    return np.kron(cells, np.ones((h // 9 + 1, w // 16 + 1)))[:h, :w].astype(np.float32)
+
+
+@pytest.mark.parametrize("sigma", [5.0, 10.0, 20.0])
+def test_noise_reads_the_same_at_every_resolution(sigma):
+    rng = np.random.default_rng(1)
+    reads = []
+    for h, w in ((360, 640), (720, 1280), (1080, 1920)):
+        y8 = np.clip(_scene(h, w) * 255 + rng.normal(0, sigma, (h, w)), 0, 255).astype(np.uint8)
+        reads.append(noise_native(y8))
+    assert reads == pytest.approx([sigma] * 3, rel=0.15), reads
+    assert noise_native((_scene(720, 1280) * 255).astype(np.uint8)) < 0.5  # clean
+
+
+def test_detectors_measure_noise_on_the_native_plane():
+    """720p noise read through the worker's path (a 640-wide frame plus the native luma plane)
+    matches the noise put in; the 640-wide frame alone would read about half of it."""
+    rng = np.random.default_rng(2)
+    y = np.clip(_scene(720, 1280) * 255 + rng.normal(0, 12, (720, 1280)), 0, 255)
+    native = y.astype(np.uint8)
+    small = y.reshape(360, 2, 640, 2).mean(axis=(1, 3))
+    frame = np.repeat(small[..., None], 3, axis=2).astype(np.uint8)
+    v = FrameDetectors().update(frame, 0.0, 0.0, source_size=(1280, 720), luma_native=native)
+    assert v["noise_native"] == pytest.approx(12.0, rel=0.15)
+    # without the native plane: the frame's estimate corrected by the downscale factor
+    v = FrameDetectors().update(frame, 0.0, 0.0, source_size=(1280, 720))
+    assert v["noise_native"] == pytest.approx(12.0, rel=0.25)
+
+
+def test_edge_width_grows_with_blur_and_ignores_the_frame_size():
+    y = _scene(360, 640)
+    sharp = edge_width(y)
+    widths = [edge_width(ndimage.gaussian_filter(y, s)) for s in (1.0, 2.0, 4.0)]
+    assert sharp < 2.5 and sharp < widths[0] < widths[1] < widths[2]
+    assert widths[2] > 5.0
+    # a 1280-wide frame of the same scene is measured at 640 wide
+    big = _scene(720, 1280)
+    assert edge_width(ndimage.gaussian_filter(big, 8.0)) == pytest.approx(widths[2], rel=0.2)
+    assert np.isnan(edge_width(np.full((360, 640), 0.5, np.float32)))  # flat: no data
+
+
+def test_white_level_follows_exposure_and_keeps_a_night_scenes_lights():
+    y = _scene(360, 640)
+    assert white_level(y * 0.2) <= 0.2
+    night = np.full((360, 640), 0.04, np.float32)
+    for x in range(0, 640, 40):  # a row of street lights, 6 x 6 px each: 0.25 % of the picture
+        night[100:106, x:x + 6] = 1.0
+    assert white_level(night) > 0.9

@@ -62,3 +62,17 @@ def test_white_level_follows_exposure_and_keeps_a_night_scenes_lights():
     for x in range(0, 640, 40):  # a row of street lights, 6 x 6 px each: 0.25 % of the picture
         night[100:106, x:x + 6] = 1.0
     assert white_level(night) > 0.9
+
+
+def test_blockiness_ignores_a_graphics_edges_on_the_grid():
+    """A flat lower-third bar and panels whose edges sit on multiples of 8 (as designers place
+    them) are not blocking; real 8x8 blocks on every grid line still are."""
+    from monitor.detectors import blockiness
+    y = np.tile(np.linspace(40, 120, 720)[:, None], (1, 1280))
+    y[576:648] = 235.0                       # lower third, both edges on the 8-px grid
+    y[96:240, 160:480] = 30.0                # a panel, its four edges on the grid
+    y += np.random.default_rng(3).normal(0, 1.0, y.shape)  # a little texture
+    assert blockiness(y.astype(np.int16)) < 1.5
+    blocks = np.kron(np.random.default_rng(4).uniform(30, 220, (90, 160)), np.ones((8, 8)))
+    blocks += np.random.default_rng(5).normal(0, 2.0, blocks.shape)
+    assert blockiness(blocks.astype(np.int16)) > 3.0

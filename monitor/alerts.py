@@ -20,7 +20,12 @@ Each :class:`AlertRule` is a small state machine ``ok -> pending -> active -> ok
   ``>=``), the threshold being absolute (``threshold``) or relative to the stream's own
   baseline (``drop_points`` / ``drop_ratio`` away from the rolling median or EWMA of the
   last ``baseline_seconds``; the baseline only learns while the rule is ok, so a long
-  degradation does not become its own baseline);
+  degradation does not become its own baseline). A relative rule can fire once its baseline
+  is ``baseline_min_seconds`` old; until ``warmup_seconds`` the required deviation is larger
+  (``warmup_factor`` times it, falling linearly to 1), with ``mad_factor`` it is at least that
+  many robust sigmas of the baseline (1.4826 x MAD), and with ``confirm`` the rule starts
+  only while another key (e.g. the blur for a score drop) has moved its own way from its own
+  baseline (:mod:`monitor.alert_state`);
 * after it fired continuously for ``min_duration`` s a ``start`` event is emitted with
   ``started_at`` = the onset (the first raw sample of the run that crossed the threshold);
 * while active, ``update`` events come every ``update_interval`` s, when the severity
@@ -35,26 +40,28 @@ Each :class:`AlertRule` is a small state machine ``ok -> pending -> active -> ok
 
 A missing or ``nan`` value is "no data": the rule's state does not move.
 
-Rules are data: :func:`default_rules` gives the defaults, :func:`merge_rules` applies
-overrides (e.g. a stream's YAML ``alerts:`` section) to them.
+Rules are data (:mod:`monitor.alert_rules`, re-exported here): :func:`default_rules` gives the
+defaults, among them the gross-damage rules that need no baseline (:mod:`monitor.gross_rules`),
+:func:`merge_rules` applies overrides (e.g. a stream's YAML ``alerts:`` section) to them.
 """
 from __future__ import annotations
 
 import base64
 import io
 import math
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from monitor.detectors import DetectorSettings
+from monitor.alert_rules import DEFAULT_RULES, SEVERITIES, AlertRule, Confirm, default_rules, merge_rules
+from monitor.alert_state import RuleState
 
 __all__ = [
     "AlertRule",
+    "Confirm",
     "AlertEvent",
     "AlertContext",
     "AlertEngine",
@@ -66,114 +73,7 @@ __all__ = [
 ]
 
 Severity = Literal["info", "warning", "critical"]
-SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
 _SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
-
-
-class AlertRule(BaseModel):
-    """One alert condition on one value key. See the module docstring for the semantics."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    condition: str = Field(..., min_length=1, description="Condition name (metric label 'condition').")
-    key: str = Field(..., min_length=1, description="Value key, e.g. 'score', 'black', 'stall_seconds'.")
-    comparison: Literal["below", "above"] = Field(..., description="Fire when the value is below/above.")
-    threshold: float | None = Field(None, description="Absolute firing threshold (inclusive).")
-    clear_threshold: float | None = Field(
-        None, description="Absolute clearing threshold (exclusive); defaults to threshold. "
-        "For 'below' it must be >= threshold, for 'above' <= threshold.")
-    drop_points: float | None = Field(
-        None, gt=0, description="Relative rule: fire when the value is this many units beyond "
-        "the baseline (below it for 'below', above it for 'above').")
-    drop_ratio: float | None = Field(
-        None, gt=0, description="Relative rule: as drop_points, as a fraction of the baseline.")
-    clear_drop_points: float | None = Field(
-        None, ge=0, description="Relative rule: clears when the deviation is below this (default drop_points).")
-    clear_drop_ratio: float | None = Field(None, ge=0, description="As clear_drop_points, as a fraction.")
-    baseline: Literal["median", "ewma"] = Field(
-        "median", description="Baseline: rolling median over baseline_seconds, or an EWMA with "
-        "that time constant.")
-    baseline_seconds: float = Field(300.0, gt=0)
-    baseline_min_seconds: float = Field(
-        30.0, ge=0, description="History needed before a relative rule can fire.")
-    smoothing_seconds: float = Field(0.0, ge=0, description="Trailing-mean window on the value; 0 = raw.")
-    min_duration: float = Field(0.0, ge=0, description="Seconds the firing condition must hold.")
-    clear_duration: float = Field(0.0, ge=0, description="Seconds the clearing condition must hold.")
-    severity: Severity = "warning"
-    critical_threshold: float | None = Field(
-        None, description="Absolute value beyond which (same direction) an active alert "
-        "escalates to critical; severity never de-escalates during one alert.")
-    cooldown: float = Field(0.0, ge=0, description="No new start this many seconds after a resolve.")
-    update_interval: float | None = Field(
-        30.0, gt=0, description="Seconds between periodic 'update' events (None: none).")
-    update_delta: float | None = Field(
-        None, gt=0, description="Emit an 'update' when the value moved this much since the last event.")
-    value_is_age: bool = Field(
-        False, description="The value is itself the age of the condition in seconds (e.g. "
-        "stall_seconds): the onset is reported as t - value rather than when it crossed.")
-    suppressed_by: list[str] = Field(
-        default_factory=list, description="Conditions of the same stream during whose alerts this "
-        "rule does not start (an alert of its own already active goes on).")
-    enabled: bool = True
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _check(self) -> "AlertRule":
-        absolute = self.threshold is not None
-        relative = self.drop_points is not None or self.drop_ratio is not None
-        if absolute == relative:
-            raise ValueError(f"rule {self.condition!r}: give either threshold or drop_points/drop_ratio")
-        if self.drop_points is not None and self.drop_ratio is not None:
-            raise ValueError(f"rule {self.condition!r}: drop_points and drop_ratio are exclusive")
-        if absolute:
-            if self.clear_drop_points is not None or self.clear_drop_ratio is not None:
-                raise ValueError(f"rule {self.condition!r}: clear_drop_* belongs to relative rules")
-            if self.clear_threshold is not None:
-                bad = (self.clear_threshold < self.threshold if self.comparison == "below"
-                       else self.clear_threshold > self.threshold)
-                if bad:
-                    raise ValueError(
-                        f"rule {self.condition!r}: clear_threshold {self.clear_threshold} is on the firing "
-                        f"side of threshold {self.threshold} ({self.comparison})")
-        else:
-            if self.clear_threshold is not None:
-                raise ValueError(f"rule {self.condition!r}: clear_threshold belongs to absolute rules")
-            if self.drop_points is not None and self.clear_drop_ratio is not None or \
-                    self.drop_ratio is not None and self.clear_drop_points is not None:
-                raise ValueError(f"rule {self.condition!r}: clear_drop_* must use the unit of drop_*")
-            if self.clear_drop_points is not None and self.clear_drop_points > self.drop_points:
-                raise ValueError(f"rule {self.condition!r}: clear_drop_points > drop_points")
-            if self.clear_drop_ratio is not None and self.clear_drop_ratio > self.drop_ratio:
-                raise ValueError(f"rule {self.condition!r}: clear_drop_ratio > drop_ratio")
-        return self
-
-    @property
-    def relative(self) -> bool:
-        return self.threshold is None
-
-    def thresholds(self, baseline: float | None) -> tuple[float, float] | None:
-        """(fire, clear) thresholds; None for a relative rule without a baseline yet."""
-        if not self.relative:
-            fire = float(self.threshold)  # type: ignore[arg-type]
-            clear = float(self.clear_threshold) if self.clear_threshold is not None else fire
-            return fire, clear
-        if baseline is None:
-            return None
-        sign = -1.0 if self.comparison == "below" else 1.0
-        if self.drop_points is not None:
-            d_fire = self.drop_points
-            d_clear = self.clear_drop_points if self.clear_drop_points is not None else d_fire
-        else:
-            d_fire = self.drop_ratio * abs(baseline)  # type: ignore[operator]
-            cr = self.clear_drop_ratio if self.clear_drop_ratio is not None else self.drop_ratio
-            d_clear = cr * abs(baseline)  # type: ignore[operator]
-        return baseline + sign * d_fire, baseline + sign * d_clear
-
-    def fires(self, value: float, fire_th: float) -> bool:
-        return value <= fire_th if self.comparison == "below" else value >= fire_th
-
-    def clears(self, value: float, clear_th: float) -> bool:
-        return value > clear_th if self.comparison == "below" else value < clear_th
 
 
 class AlertEvent(BaseModel):
@@ -239,243 +139,8 @@ def make_thumbnail_jpeg(frame_rgb: np.ndarray, max_size: int = 320, quality: int
 
 
 # ----------------------------------------------------------------------------------------------
-# defaults
-# ----------------------------------------------------------------------------------------------
-
-def default_rules(settings: DetectorSettings | None = None) -> list[AlertRule]:
-    """The default rule set. Durations of black/frozen come from ``settings`` (FFmpeg's 2 s).
-
-    At 2 samples/s an injected black or frozen picture starts its alert 2.0-2.5 s after the
-    onset, a quality step (e.g. 70 -> 30) 2.0-2.5 s after it, a stall 3 s after the last frame.
-    The settings of ``quality_low``, ``blocky``, ``noisy``, ``corrupted``, ``overexposed`` and
-    ``region_low`` come from measurements on injected degradations and clean clips
-    (bench/degradations.py, docs/degradations.md).
-    """
-    s = settings or DetectorSettings()
-    rules = [
-        # off by default: an absolute score threshold does not carry over between contents. With
-        # the shipped model the 1.5 s mean of clean clips falls to 18 (bikes), 8 (cockatoo) and
-        # 5 (a flat title card), as low as blur (8-18) or bitrate starvation (12-26) on others,
-        # so any default threshold either fires on clean streams or misses
-        # (docs/degradations.md); quality_drop (relative to the stream's own scores) is the
-        # default quality alarm. Enable it per stream with a threshold under that stream's
-        # own measured scores: {quality_low: {enabled: true, threshold: ...}}.
-        dict(condition="quality_low", key="score", comparison="below", threshold=40.0,
-             clear_threshold=45.0, critical_threshold=20.0, smoothing_seconds=1.5, min_duration=1.0,
-             clear_duration=3.0, severity="warning", cooldown=30.0, update_delta=10.0, enabled=False,
-             description="Quality score (0-100) low: 1.5 s mean <= 40 for 1 s."),
-        dict(condition="quality_drop", key="score", comparison="below", drop_points=20.0,
-             clear_drop_points=10.0, baseline="median", baseline_seconds=300.0,
-             baseline_min_seconds=30.0, smoothing_seconds=1.5, min_duration=1.0, clear_duration=3.0,
-             severity="warning", cooldown=30.0, update_delta=10.0,
-             description="Quality score 20 points below the stream's own 5-minute median."),
-        # off by default: the worst map cell of clean footage is already 4-19 with the shipped
-        # models (flat sky, dark areas), as low as on degraded pictures, so no threshold
-        # separates them (docs/degradations.md); enable it per stream with a measured threshold
-        dict(condition="region_low", key="worst_region", comparison="below", threshold=20.0,
-             clear_threshold=30.0, smoothing_seconds=2.0, min_duration=3.0, clear_duration=5.0,
-             severity="info", cooldown=60.0, enabled=False,
-             description="Worst region of the quality map <= 20 (local damage, obstruction)."),
-        dict(condition="black", key="black", comparison="above", threshold=s.black_ratio_threshold,
-             clear_threshold=min(s.black_ratio_threshold, 0.95), min_duration=s.black_min_duration,
-             clear_duration=1.0, severity="critical",
-             description="Black picture: >= 98% of pixels below 0.10 luma for 2 s (FFmpeg blackdetect)."),
-        dict(condition="frozen", key="frozen", comparison="above", threshold=0.5, clear_threshold=0.5,
-             min_duration=s.freeze_min_duration, clear_duration=1.0, severity="critical",
-             description="Frozen picture: change <= -60 dB with advancing timestamps for 2 s "
-                         "(FFmpeg freezedetect)."),
-        # on the decoded luma (source resolution) clean footage stays below 1.4 (95th percentile)
-        # and MPEG-2 starved of bits reaches 1.8-2.9; 2.5 s so that a VP8 fade from black (its
-        # first 1.5 s at 1.9-3.0: real blocking, but part of the programme) does not fire
-        dict(condition="blocky", key="blockiness", comparison="above", threshold=1.8,
-             clear_threshold=1.6, smoothing_seconds=2.0, min_duration=2.5, clear_duration=5.0,
-             severity="warning", cooldown=60.0,
-             description="8x8 block-boundary discontinuity ratio >= 1.8 (clean ~1.0-1.45)."),
-        dict(condition="blurry", key="blur", comparison="above", drop_points=0.15, clear_drop_points=0.08,
-             baseline="median", baseline_seconds=300.0, baseline_min_seconds=30.0,
-             smoothing_seconds=3.0, min_duration=3.0, clear_duration=5.0, severity="warning",
-             cooldown=60.0,
-             description="Blur measure 0.15 above the stream's own 5-minute median (defocus, "
-                         "fogged or smeared lens)."),
-        # relative: sigma is measured on the downscaled detector frame, so the same noise reads
-        # ~11 levels at 640 wide but ~3 on a 720p source (and clean footage 0-1.5)
-        dict(condition="noisy", key="noise_sigma", comparison="above", drop_points=1.5,
-             clear_drop_points=0.75, baseline="median", baseline_seconds=300.0,
-             baseline_min_seconds=30.0, smoothing_seconds=2.0, min_duration=2.0, clear_duration=5.0,
-             severity="info", cooldown=300.0,
-             description="Noise sigma 1.5 levels (8-bit) above the stream's own 5-minute median."),
-        # fraction of broken 16x16 macroblock edges (detectors.macroblock_edge_breaks), relative
-        # so that graphics with hard edges on the grid (a ticker) become part of the baseline.
-        # Clean footage 0-0.003, packet-loss smear and starved encoders 0.004-0.05
-        dict(condition="corrupted", key="mb_edge_breaks", comparison="above", drop_points=0.004,
-             clear_drop_points=0.002, baseline="median", baseline_seconds=300.0,
-             baseline_min_seconds=30.0, smoothing_seconds=2.0, min_duration=1.5, clear_duration=5.0,
-             severity="warning", cooldown=60.0, suppressed_by=["black", "frozen"],
-             description="Broken macroblock edges 0.4 % above the stream's own 5-minute median "
-                         "(packet loss smear, concealment, corrupted picture)."),
-        dict(condition="decode_errors", key="decode_errors", comparison="above", threshold=3.0,
-             clear_threshold=1.0, clear_duration=10.0, severity="warning", cooldown=60.0,
-             update_interval=None,
-             description="At least 3 undecodable packets or corrupt frames in 10 s (packet loss, "
-                         "damaged stream)."),
-        # exposure. Clipped white: clean footage 0-0.09 (a white bird in daylight), a washed
-        # out or over-exposed picture 0.08-0.35 (docs/degradations.md)
-        dict(condition="overexposed", key="clipped_highlights", comparison="above", threshold=0.15,
-             clear_threshold=0.08, smoothing_seconds=2.0, min_duration=1.5, clear_duration=5.0,
-             severity="warning", cooldown=60.0,
-             description="At least 15 % of the picture clipped at white (over-exposure, gain or "
-                         "level error)."),
-        # average picture level; for the normal range of programme material (night scenes and
-        # snow are legitimate) only long, gross departures: info
-        dict(condition="too_dark", key="luma_mean", comparison="below", threshold=0.06,
-             clear_threshold=0.08, smoothing_seconds=5.0, min_duration=10.0, clear_duration=5.0,
-             severity="info", cooldown=300.0, update_interval=None, suppressed_by=["black"],
-             description="Average picture level <= 6 % for 10 s (a black picture is 'black')."),
-        dict(condition="too_bright", key="luma_mean", comparison="above", threshold=0.90,
-             clear_threshold=0.85, smoothing_seconds=5.0, min_duration=10.0, clear_duration=5.0,
-             severity="info", cooldown=300.0, update_interval=None,
-             description="Average picture level >= 90 % for 10 s (white or washed-out picture)."),
-        dict(condition="letterbox", key="letterbox", comparison="above", threshold=0.05,
-             clear_threshold=0.02, min_duration=10.0, clear_duration=10.0, severity="info",
-             cooldown=300.0, update_interval=None,
-             description="Black bars cover >= 5% of the height (top + bottom)."),
-        dict(condition="pillarbox", key="pillarbox", comparison="above", threshold=0.05,
-             clear_threshold=0.02, min_duration=10.0, clear_duration=10.0, severity="info",
-             cooldown=300.0, update_interval=None,
-             description="Black bars cover >= 5% of the width (left + right)."),
-        dict(condition="stall", key="stall_seconds", comparison="above", threshold=3.0,
-             clear_threshold=1.0, critical_threshold=30.0, severity="warning", update_interval=10.0,
-             value_is_age=True,
-             description="No frame for 3 s (critical after 30 s); onset = the last frame."),
-        dict(condition="fps_drop", key="fps_ratio", comparison="below", threshold=0.5,
-             clear_threshold=0.8, min_duration=5.0, clear_duration=5.0, severity="warning",
-             cooldown=60.0, description="Delivered frame rate below half the nominal rate for 5 s."),
-        dict(condition="pts_jump", key="pts_jumps", comparison="above", threshold=1.0,
-             clear_threshold=1.0, severity="info", cooldown=60.0, update_interval=None,
-             description="Timestamp discontinuities in the last minute."),
-    ]
-    return [AlertRule.model_validate(r) for r in rules]
-
-
-DEFAULT_RULES: tuple[AlertRule, ...] = tuple(default_rules())
-
-
-def merge_rules(base: Iterable[AlertRule], overrides: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
-                ) -> list[AlertRule]:
-    """Apply overrides to a rule list (e.g. from YAML) and return the new list.
-
-    ``overrides`` maps condition name -> fields to change (``{enabled: false}`` disables;
-    ``null`` too), or is a list of mappings each naming its ``condition``. Configuring a rule
-    that is off by default without saying ``enabled`` turns it on (``quality_low: {threshold:
-    35}`` means "alert below 35"). A name not in ``base`` must be a complete new rule. Changing ``threshold`` (or ``drop_points`` /
-    ``drop_ratio``) without its clear counterpart moves the clear threshold with it, keeping
-    the hysteresis gap. Unknown fields raise ``pydantic.ValidationError``. For example::
-
-        alerts:                      # a stream's section of the monitor's YAML
-          quality_low: {enabled: true, threshold: 35, min_duration: 2}   # off by default
-          frozen: {enabled: false}   # a camera that legitimately shows a still picture
-          letterbox: null            # same as enabled: false
-          too_dark:                  # a new rule
-            key: black
-            comparison: above
-            threshold: 0.6
-            min_duration: 30
-            severity: info
-    """
-    rules = {r.condition: r for r in base}
-    if not overrides:
-        return list(rules.values())
-    if isinstance(overrides, Mapping):
-        items = [(str(k), v) for k, v in overrides.items()]
-    else:
-        items = []
-        for o in overrides:
-            if "condition" not in o:
-                raise ValueError(f"alert override without 'condition': {dict(o)!r}")
-            items.append((str(o["condition"]), o))
-    for name, o in items:
-        if o is None or o is False:
-            o = {"enabled": False}
-        o = dict(o)
-        o.pop("condition", None)
-        old = rules.get(name)
-        if old is None:
-            rules[name] = AlertRule.model_validate({"condition": name, **o})
-            continue
-        if not old.enabled and o and "enabled" not in o:
-            o["enabled"] = True
-        d = old.model_dump()
-        for fire, clear in (("threshold", "clear_threshold"), ("drop_points", "clear_drop_points"),
-                            ("drop_ratio", "clear_drop_ratio")):
-            if o.get(fire) is not None and clear not in o and d.get(clear) is not None and d.get(fire) is not None:
-                new_clear = d[clear] + (float(o[fire]) - d[fire])
-                o[clear] = max(new_clear, 0.0) if clear != "clear_threshold" else new_clear
-        if "threshold" in o and o["threshold"] is not None and old.relative:
-            d.update(drop_points=None, drop_ratio=None, clear_drop_points=None, clear_drop_ratio=None)
-        if any(o.get(k) is not None for k in ("drop_points", "drop_ratio")) and not old.relative:
-            d.update(threshold=None, clear_threshold=None)
-        d.update(o)
-        rules[name] = AlertRule.model_validate(d)
-    return list(rules.values())
-
-
-# ----------------------------------------------------------------------------------------------
 # engine
 # ----------------------------------------------------------------------------------------------
-
-@dataclass
-class _RuleState:
-    window: deque = field(default_factory=deque)  # (t, raw value) within smoothing_seconds
-    base: deque = field(default_factory=deque)  # (t, raw value) for the median baseline
-    ewma: float | None = None
-    ewma_t: float | None = None
-    base_first_t: float | None = None
-    phase: str = "ok"  # ok | pending | active
-    pending_since: float = 0.0
-    onset: float = 0.0
-    clearing_since: float | None = None
-    severity: str = "info"
-    peak: float = 0.0
-    last_event_at: float = 0.0
-    last_event_value: float = 0.0
-    frozen_baseline: float | None = None
-    cooldown_until: float = -math.inf
-
-    def smoothed(self, t: float, v: float, seconds: float) -> float:
-        self.window.append((t, v))
-        while self.window and self.window[0][0] <= t - seconds:
-            self.window.popleft()
-        if len(self.window) == 1:
-            return v
-        return float(sum(x for _, x in self.window) / len(self.window))
-
-    def baseline_value(self, rule: AlertRule, t: float) -> float | None:
-        if self.base_first_t is None or t - self.base_first_t < rule.baseline_min_seconds:
-            return None
-        if rule.baseline == "ewma":
-            return self.ewma
-        if not self.base:
-            return None
-        return float(np.median([x for _, x in self.base]))
-
-    def learn(self, rule: AlertRule, t: float, v: float) -> None:
-        if rule.baseline == "ewma":
-            if self.ewma is None or self.ewma_t is None:
-                self.ewma = v
-            else:
-                a = 1.0 - math.exp(-max(t - self.ewma_t, 0.0) / rule.baseline_seconds)
-                self.ewma += a * (v - self.ewma)
-            self.ewma_t = t
-        else:
-            self.base.append((t, v))
-            while self.base and self.base[0][0] < t - rule.baseline_seconds:
-                self.base.popleft()
-        if self.base_first_t is None:
-            self.base_first_t = t
-        elif rule.baseline == "median" and self.base:
-            # after a long alert the old samples aged out: history restarts with what is left
-            self.base_first_t = max(self.base_first_t, self.base[0][0])
-
 
 class AlertEngine:
     """Alert state for many streams. Not thread-safe: call from one thread (or lock)."""
@@ -485,7 +150,8 @@ class AlertEngine:
                  snapshots: bool = True, snapshot_max_size: int = 320) -> None:
         self.rules: list[AlertRule] = list(rules) if rules is not None else default_rules()
         self._stream_rules: dict[str, list[AlertRule]] = {k: list(v) for k, v in (stream_rules or {}).items()}
-        self._states: dict[str, dict[str, _RuleState]] = {}
+        self._states: dict[str, dict[str, RuleState]] = {}
+        self._latest: dict[str, dict[str, float]] = {}  # per stream: the last finite value of each key
         self.snapshots = snapshots
         self.snapshot_max_size = snapshot_max_size
 
@@ -519,6 +185,14 @@ class AlertEngine:
         t = float(t)
         ctx = self._context(context, values)
         states = self._states.setdefault(stream, {})
+        latest = self._latest.setdefault(stream, {})
+        for k, x in values.items():
+            try:
+                x = float(x)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(x):
+                latest[k] = x
         events: list[AlertEvent] = []
         for rule in self.rules_for(stream):
             if not rule.enabled:
@@ -534,42 +208,49 @@ class AlertEngine:
                 continue
             st = states.get(rule.condition)
             if st is None:
-                st = states[rule.condition] = _RuleState(severity=rule.severity)
+                st = states[rule.condition] = RuleState(severity=rule.severity)
             if st.phase != "active" and any(
                     c in states and states[c].phase == "active" for c in rule.suppressed_by):
                 st.phase, st.frozen_baseline = "ok", None  # (nor does it learn from such samples)
                 continue
-            ev = self._step(stream, rule, st, v, t, ctx)
+            ev = self._step(stream, rule, st, v, t, ctx, latest)
             if ev is not None:
                 events.append(ev)
         if events and ctx is not None:
             self._attach(events, ctx)
         return events
 
-    def _step(self, stream: str, rule: AlertRule, st: _RuleState, v: float, t: float,
-              ctx: AlertContext | None) -> AlertEvent | None:
-        val = st.smoothed(t, v, rule.smoothing_seconds) if rule.smoothing_seconds > 0 else v
+    def _step(self, stream: str, rule: AlertRule, st: RuleState, v: float, t: float,
+              ctx: AlertContext | None, latest: dict[str, float]) -> AlertEvent | None:
+        val = st.smoothed(t, v, rule.smoothing_seconds, rule.smoothing_statistic) if rule.smoothing_seconds > 0 else v
         if rule.smoothing_seconds <= 0:
             st.window.clear()
             st.window.append((t, v))
+        baseline, scale = None, (1.0, 0.0)
         if rule.relative:
-            baseline = st.frozen_baseline if st.phase != "ok" else st.baseline_value(rule, t)
-        else:
-            baseline = None
-        th = rule.thresholds(baseline)
+            if st.phase != "ok":
+                baseline, scale = st.frozen_baseline, st.frozen_scale
+            else:
+                b = st.baseline(rule, t)
+                if b is not None:
+                    baseline, scale = b[0], (b[1], b[2])
+        th = rule.thresholds(baseline, *scale)
         if th is None:  # relative rule still learning
-            st.learn(rule, t, v)
+            st.learn(rule, t, v, latest)
             return None
         fire_th, clear_th = th
+        # a relative rule with confirming keys fires only while one of them confirms
+        firing = rule.fires(val, fire_th) and (st.phase == "active" or st.confirmed(rule, latest))
 
         if st.phase == "ok":
-            if not rule.fires(val, fire_th):
+            if not firing:
                 if rule.relative:
-                    st.learn(rule, t, v)
+                    st.learn(rule, t, v, latest)
                 return None
             st.phase = "pending"
             st.pending_since = t
             st.frozen_baseline = baseline
+            st.frozen_scale = scale
             # onset: start of the run of raw samples (within the smoothing window) that crossed
             onset = t
             for ts, x in reversed(st.window):
@@ -582,7 +263,7 @@ class AlertEngine:
             st.peak = val
 
         if st.phase == "pending":
-            if not rule.fires(val, fire_th):
+            if not firing:
                 st.phase = "ok"
                 st.frozen_baseline = None
                 return None
@@ -624,7 +305,7 @@ class AlertEngine:
             sev = "critical"
         return sev if _SEV_RANK[sev] >= _SEV_RANK[current] else current
 
-    def _event(self, stream: str, rule: AlertRule, st: _RuleState, kind: str, t: float, val: float,
+    def _event(self, stream: str, rule: AlertRule, st: RuleState, kind: str, t: float, val: float,
                fire_th: float, baseline: float | None, message: str = "") -> AlertEvent:
         st.last_event_at = t
         st.last_event_value = val
@@ -634,13 +315,13 @@ class AlertEngine:
                           started_at=st.onset, at=t, duration=max(0.0, t - st.onset), key=rule.key,
                           value=val, peak=st.peak, threshold=fire_th, baseline=baseline, message=message)
 
-    def _resolved(self, stream: str, rule: AlertRule, st: _RuleState, t: float | None, message: str,
+    def _resolved(self, stream: str, rule: AlertRule, st: RuleState, t: float | None, message: str,
                   val: float | None = None, fire_th: float | None = None,
                   baseline: float | None = None) -> AlertEvent:
         at = t if t is not None else st.last_event_at
         ended = st.clearing_since if st.clearing_since is not None else at
         if fire_th is None:
-            th = rule.thresholds(st.frozen_baseline)
+            th = rule.thresholds(st.frozen_baseline, *st.frozen_scale)
             fire_th = th[0] if th else float("nan")
         if val is None:
             val = st.window[-1][1] if st.window else float("nan")
@@ -720,6 +401,7 @@ class AlertEngine:
                       ) -> list[AlertEvent]:
         """Forget a stream; its active alerts come back as 'resolved' events."""
         states = self._states.pop(stream, {})
+        self._latest.pop(stream, None)
         rules = {r.condition: r for r in self.rules_for(stream)}
         self._stream_rules.pop(stream, None)
         return [self._resolved(stream, rules[c], st, t, reason) for c, st in states.items()

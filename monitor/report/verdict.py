@@ -11,9 +11,11 @@ worse, a median score below ``warn_median`` or, when set, a 10th-percentile scor
 The median thresholds (fail < 10, warn < 20) are calibrated on the shipped model, which rates
 clean footage lower than clean photos: medians of 22.8-53.4 on the clean clips of
 ``../shared/media`` (cockatoo 22.8, bikes 35.8, chaplin 43.5, Big Buck Bunny 53.4), 5-8 for a
-black picture or the badly compressed ``carphone_distorted`` clip. The rules that need a
-baseline (``quality_drop``, ``blurry``, ``noisy``, ``corrupted``) learn it over the file's
-first 30 s, as on a stream, so they cannot fire in shorter files.
+black picture or the badly compressed ``carphone_distorted`` clip. Gross damage (heavy noise,
+heavy blur, an under-exposed picture, black, frozen, blocky) is judged from the file's first
+frame on, with no baseline (``monitor.gross_rules``); the rules relative to the file's own
+baseline (``quality_drop``, ``blurry``, ``noisy``, ``corrupted``, ``level_collapse``) are usable
+after its first 5 s and ask for larger deviations until 30 s, as on a stream.
 """
 from __future__ import annotations
 

@@ -104,6 +104,13 @@ def _score(model: str, res: str):
     return f"{model} at {res}", {key: p for key, p in zip(keys, preds)}, [n for n, _ in images]
 
 
+# Known shortfall of the shipped (version 1, whole frame squeezed to 384) weights, measured
+# 2026-12-03: at 1080p the same pixel-sized damage is 2.8-5x smaller after the squeeze, and the
+# distorted quadrant is marked in only 58 % (bifusion) and 55 % (glint) of the cases. Strict:
+# weights that fix it make these fail until the mark is removed.
+_AT_1080P = pytest.mark.xfail(strict=True, reason="v1 weights localise 55-58 % at 1080p (issue 15)")
+
+
 @pytest.fixture(scope="module", params=[(m, r) for m in MODELS for r in ("384", "1080p")],
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def localised(request):
@@ -126,9 +133,11 @@ def _rate(hits: list[bool]) -> float:
     return sum(hits) / len(hits)
 
 
-def test_region_map_marks_the_distorted_quadrant(localised):
+def test_region_map_marks_the_distorted_quadrant(localised, request):
     """Measured 2026-11-23: 86 % (bifusion) and 86 % (glint) of 128 cases; target 75 %."""
     name, results, _ = localised
+    if name.endswith("1080p"):
+        request.applymarker(_AT_1080P)
     hits, by_type = [], {}
     for _, t, q, rm, _ in _local_cases(results):
         inside, outside = _cells(q, rm)

@@ -129,6 +129,8 @@ FRAME_KEYS = (
 )
 TIMING_KEYS = ("stall_seconds", "fps", "fps_ratio", "pts_jumps", "pts_jump_max_seconds", "decode_errors")
 
+BLOCKINESS_FLAT_BLOCKS = 10.0  # blockiness of blocks flat inside with steps between them (cap)
+
 _LUMA_COEFFS = {
     "bt601": (0.299, 0.587, 0.114),
     "bt709": (0.2126, 0.7152, 0.0722),
@@ -186,6 +188,10 @@ class DetectorSettings(BaseModel):
     mb_edge_min_step: float = Field(
         4.0, ge=0.0, description="... plus this many 8-bit levels per pixel along the edge, so "
         "faint steps in flat areas (ordinary compression) do not count.")
+    mb_edge_min_texture: float = Field(
+        0.5, ge=0.0, description="... and only where the picture varies along the edge by at least "
+        "this many levels per pixel on one side of it: a flat graphic's edges that happen to lie "
+        "on the grid (a lower-third bar) are not damage.")
     # -- exposure ----------------------------------------------------------------------------
     clip_high_threshold: float = Field(
         0.98, gt=0.0, le=1.0,
@@ -314,13 +320,15 @@ def blockiness(
         if r is not None:
             num += r[0]
             den += r[1]
-    if den <= 1e-6:  # flat picture (or no measurable direction): no grid to see
-        return float("nan")
-    return num / den
+    if den <= 1e-6:
+        # flat inside the blocks: a flat picture (or no measurable direction) has no grid to
+        # see, one with steps on the grid lines only is pixelated, as blocky as it gets
+        return BLOCKINESS_FLAT_BLOCKS if num > 1e-3 else float("nan")
+    return min(num / den, BLOCKINESS_FLAT_BLOCKS)
 
 
 def macroblock_edge_breaks(y8: np.ndarray, block: int = 16, ratio: float = 3.0,
-                           min_step: float = 4.0) -> float:
+                           min_step: float = 4.0, min_texture: float = 0.0) -> float:
     """Fraction of ``block``-pixel edges of the block grid of luma ``y8`` (8-bit levels) that are broken.
 
     An edge segment (``block`` pixels long, on a grid line at a multiple of ``block``) is
@@ -328,7 +336,9 @@ def macroblock_edge_breaks(y8: np.ndarray, block: int = 16, ratio: float = 3.0,
     min_step * block``: a discontinuity much stronger than the picture's own gradients on
     either side, as where a concealed or misplaced macroblock meets an intact one. Content
     edges rarely qualify: they are as steep one pixel off the grid line as on it, and only
-    one grid line in ``block`` can hold them. nan when the picture is smaller than 3 blocks.
+    one grid line in ``block`` can hold them, except a flat graphic's, which ``min_texture``
+    (levels per pixel of variation along the edge, on at least one side) leaves out. nan
+    when the picture is smaller than 3 blocks.
     """
     y = np.asarray(y8)
     y = y.astype(np.int16) if y.dtype == np.uint8 else np.asarray(y, dtype=np.float32)
@@ -345,7 +355,14 @@ def macroblock_edge_breaks(y8: np.ndarray, block: int = 16, ratio: float = 3.0,
         n = rows // block
         across = across[:n * block].reshape(n, block, -1).sum(axis=1, dtype=np.float32)
         beside = beside[:n * block].reshape(n, block, -1).sum(axis=1, dtype=np.float32)
-        broken += int(np.count_nonzero(across > ratio * beside + min_step * block))
+        broken_here = across > ratio * beside + min_step * block
+        if min_texture > 0:
+            # variation along the edge, on its either side: a flat graphic meeting another
+            # flat colour on the grid has none; damage meets the picture's texture on one side
+            along = [np.abs(np.diff(a[:n * block, c], axis=0, append=a[n * block - 1:n * block, c]))
+                     .reshape(n, block, -1).sum(axis=1, dtype=np.float32) for c in (xs - 1, xs)]
+            broken_here &= np.maximum(along[0], along[1]) >= min_texture * block
+        broken += int(np.count_nonzero(broken_here))
         total += across.size
     return broken / total
 
@@ -528,7 +545,7 @@ class FrameDetectors:
             out["blockiness"] = blockiness(yn.astype(np.int16), s.block_size, (1.0, 1.0),
                                            s.blockiness_min_period)
             out["mb_edge_breaks"] = macroblock_edge_breaks(yn, s.macroblock_size, s.mb_edge_ratio,
-                                                           s.mb_edge_min_step)
+                                                           s.mb_edge_min_step, s.mb_edge_min_texture)
         else:
             src = source_size or self.source_size
             if src:
@@ -539,7 +556,7 @@ class FrameDetectors:
             # the macroblock grid survives only an (almost) unscaled frame
             at_source = abs(scale[0] - 1.0) < 0.01 and abs(scale[1] - 1.0) < 0.01
             out["mb_edge_breaks"] = macroblock_edge_breaks(y * 255.0, s.macroblock_size, s.mb_edge_ratio,
-                                                           s.mb_edge_min_step) if at_source else float("nan")
+                                                           s.mb_edge_min_step, s.mb_edge_min_texture) if at_source else float("nan")
 
         # -- exposure ---------------------------------------------------------------------------------
         out["luma_mean"] = float(y.mean(dtype=np.float64))

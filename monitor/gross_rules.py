@@ -51,12 +51,13 @@ QUALITY_DROP_CONFIRM: list[dict[str, Any]] = [
 
 
 def _absolute(condition: str, key: str, comparison: str, threshold: float, clear: float,
-              suppressed_by: list[str], description: str) -> dict[str, Any]:
+              suppressed_by: list[str], description: str, min_duration: float = 1.5) -> dict[str, Any]:
     """An absolute gross-damage rule: the median of 1.5 s (one odd sample, e.g. a motion-blurred
-    frame, does not move it) beyond the threshold for 1.5 s: an alert 2.0 s after the onset."""
+    frame, does not move it) beyond the threshold for ``min_duration``: an alert 2.0 s after
+    the onset (2.5 s for 2 s)."""
     return dict(condition=condition, key=key, comparison=comparison, threshold=threshold,
                 clear_threshold=clear, smoothing_seconds=1.5, smoothing_statistic="median",
-                min_duration=1.5, clear_duration=3.0, severity="warning", cooldown=60.0,
+                min_duration=min_duration, clear_duration=3.0, severity="warning", cooldown=60.0,
                 suppressed_by=suppressed_by, description=description)
 
 
@@ -72,10 +73,12 @@ def gross_rules() -> list[dict[str, Any]]:
                   "soft or smeared picture)."),
         _absolute("underexposed", "white_level", "below", WHITE_LEVEL, WHITE_CLEAR, ["black"],
                   f"The picture's white (99.9th percentile of luma) <= {WHITE_LEVEL:g}: dim but "
-                  "not black (exposure, gain or level error)."),
+                  "not black (exposure, gain or level error).",
+                  # 2 s: a fade from black reads dim for 1.5 s (bbb30's opening, calibration set)
+                  min_duration=2.0),
         dict(condition="level_collapse", key="luma_mean", comparison="below", drop_ratio=LEVEL_FALL,
              clear_drop_ratio=0.5, baseline="median", baseline_seconds=300.0,
-             baseline_min_seconds=5.0, smoothing_seconds=1.0, min_duration=1.5, clear_duration=3.0,
+             baseline_min_seconds=5.0, smoothing_seconds=1.0, min_duration=2.0, clear_duration=3.0,
              severity="warning", cooldown=60.0, suppressed_by=["black", "underexposed"],
              confirm=[dict(key="white_level", comparison="below", drop_ratio=WHITE_FALL)],
              description="Average picture level under a third of the stream's own 5-minute "

@@ -76,3 +76,21 @@ def test_blockiness_ignores_a_graphics_edges_on_the_grid():
     blocks = np.kron(np.random.default_rng(4).uniform(30, 220, (90, 160)), np.ones((8, 8)))
     blocks += np.random.default_rng(5).normal(0, 2.0, blocks.shape)
     assert blockiness(blocks.astype(np.int16)) > 3.0
+
+
+def test_pixelation_is_blocky_and_a_flat_graphics_edge_is_no_macroblock_break():
+    from monitor.detectors import BLOCKINESS_FLAT_BLOCKS, blockiness, macroblock_edge_breaks
+    rng = np.random.default_rng(6)
+    pixelated = np.kron(rng.uniform(30, 220, (17, 40)), np.ones((16, 16)))  # 640x272, 16 px blocks
+    assert blockiness(pixelated.astype(np.int16)) == BLOCKINESS_FLAT_BLOCKS
+    assert np.isnan(blockiness(np.full((272, 640), 90, np.int16)))  # flat: nothing to judge
+    graphic = np.full((720, 1280), 60.0)
+    graphic[576:648] = 235.0                  # a lower third on the macroblock grid
+    graphic[96:240, 160:480] = 30.0
+    before = macroblock_edge_breaks(graphic.astype(np.uint8))
+    after = macroblock_edge_breaks(graphic.astype(np.uint8), min_texture=0.5)
+    assert before > 0.004 and after < 0.001  # (only the panel's corners are left)
+    # a concealed (flat) macroblock in a textured picture is still a break
+    texture = np.clip(128 + rng.normal(0, 12, (720, 1280)), 0, 255)
+    texture[320:336, 640:656] = 20.0
+    assert macroblock_edge_breaks(texture.astype(np.uint8), min_texture=0.5) > 0.0

@@ -322,8 +322,10 @@ def blockiness(
             den += r[1]
     if den <= 1e-6:
         # flat inside the blocks: a flat picture (or no measurable direction) has no grid to
-        # see, one with steps on the grid lines only is pixelated, as blocky as it gets
-        return BLOCKINESS_FLAT_BLOCKS if num > 1e-3 else float("nan")
+        # see, one with steps of a level or more on the grid lines only is pixelated, as blocky
+        # as it gets (a near-black frame of a fade, with faint steps, is not)
+        level = 1.0 if np.issubdtype(y.dtype, np.integer) or float(np.max(y)) > 1.5 else 1.0 / 255.0
+        return BLOCKINESS_FLAT_BLOCKS if num >= level else float("nan")
     return min(num / den, BLOCKINESS_FLAT_BLOCKS)
 
 

@@ -84,6 +84,8 @@ def test_pixelation_is_blocky_and_a_flat_graphics_edge_is_no_macroblock_break():
     pixelated = np.kron(rng.uniform(30, 220, (17, 40)), np.ones((16, 16)))  # 640x272, 16 px blocks
     assert blockiness(pixelated.astype(np.int16)) == BLOCKINESS_FLAT_BLOCKS
     assert np.isnan(blockiness(np.full((272, 640), 90, np.int16)))  # flat: nothing to judge
+    fade = np.kron(rng.integers(16, 18, (17, 40)), np.ones((16, 16)))  # near black, faint steps
+    assert np.isnan(blockiness(fade.astype(np.int16)))  # a fade from black, not pixelation
     graphic = np.full((720, 1280), 60.0)
     graphic[576:648] = 235.0                  # a lower third on the macroblock grid
     graphic[96:240, 160:480] = 30.0

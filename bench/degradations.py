@@ -1,5 +1,9 @@
 """What the monitor detects: injected degradations of known start and end, and clean clips.
 
+(Alerts from the first second -- short and no lead-ins, a stream that starts damaged, mild to
+gross strengths, pans, graphics and dark scenes as clean controls -- are bench/alert_matrix.py's,
+which builds on this module's injections, pipeline and rules replay.)
+
     python bench/degradations.py [--clips bikes,chaplin,bbb] [--lead 32] [--length 6] [--tail 12]
                                  [--rate 2] [--config vqmon.yaml] [--json results.json] [--keep DIR]
     python bench/degradations.py --replay results.json [more.json ...] [--config vqmon.yaml]

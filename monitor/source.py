@@ -390,9 +390,9 @@ class _Worker:
                 self._note(f"detectors disabled after an error: {_describe(e)}")
         if take:
             self.seq += 1
-            payload = img.tobytes()
-            if self.view.mode != "resize":
-                payload += model_input(frame, self.view).tobytes()
+            # the whole-frame picture is the model's input for resize views: sent without a copy
+            payload = (memoryview(img).cast("B") if img.flags.c_contiguous else img.tobytes()) \
+                if self.view.mode == "resize" else img.tobytes() + model_input(frame, self.view).tobytes()
             self.chan.send({"t": "frame", "seq": self.seq, "pts": t, "ts": wall, "w": w, "h": h,
                             "size": self.size, "side": self.view.side, "decoded": self.decoded,
                             "detectors": values}, payload)

@@ -155,7 +155,7 @@ def test_a_refused_connection_gets_503():
 def test_names_that_are_not_safe_path_segments_are_refused(name):
     with pytest.raises(ConfigError) as e:
         config_from_dict({"streams": [{"name": name, "url": "/a.mp4"}]})
-    assert "1-64 of A-Z a-z 0-9 _ . - (not only dots)" in str(e.value) or "at least 1" in str(e.value)
+    assert "1-64 of A-Z a-z 0-9 _ . - (not only dots)" in str(e.value)
 
 
 @pytest.mark.parametrize("name", ["cam.1", ".hidden", "a..b", "-_-", "x" * 64])

@@ -134,9 +134,15 @@ def _run_backbone(model, images: list[np.ndarray], store: dict, start: int, dtyp
 
 def build_cache(model, pristine: np.ndarray, src_idx: np.ndarray, livec: np.ndarray | None,
                 types: list[str], n_full: int, n_pasted: int, seed: int, batch: int = 8,
-                show_progress: bool = True, min_level: int = 2, chains: int = 0) -> TapCache:
+                show_progress: bool = True, min_level: int = 2, chains: int = 0,
+                view=None) -> TapCache:
     """Distort, paste and run the (frozen) backbone once per image; pristine rows are kept in
     fp16 (memory), livec rows in fp32 (their old/new scores are compared exactly).
+
+    ``view`` (an ``engines.views.InputView``, fragments or crops): each photo is distorted at its
+    own scale, then every version goes through the view with one draw per photo, so a pasted
+    region (whole 32-px cells of the model input) is exactly that part of a distorted frame's
+    patches. ``livec`` must then already be model inputs (the caller applies the view).
 
     Whole-frame distorted versions: ``n_full`` of a random type and level each, or with
     ``chains`` that many types per image, each at every level ``min_level``..5 with one seed per
@@ -152,11 +158,13 @@ def build_cache(model, pristine: np.ndarray, src_idx: np.ndarray, livec: np.ndar
     per = 1 + n_full + n_pasted
     n_liv = 0 if livec is None else len(livec)
     n = per * len(src_idx) + n_liv
-    size = pristine.shape[1]
+    seen = (lambda im, s: im) if view is None or view.mode == "resize" else \
+        (lambda im, s: view(im, draw=seed * 100003 + int(s)))
+    size = seen(pristine[src_idx[0]], src_idx[0]).shape[0]
     cells = size // CELL
     model.backbone.eval()
     with torch.no_grad():
-        probe = model.backbone_taps(_to_input(pristine[:1]))
+        probe = model.backbone_taps(_to_input(seen(pristine[src_idx[0]], src_idx[0])[None]))
     store = {k: torch.empty((n, *v.shape[1:]), dtype=torch.float16) for k, v in probe.items()}
     kind = np.zeros(n, np.int8)
     src = np.full(n, -1, np.int32)
@@ -178,7 +186,8 @@ def build_cache(model, pristine: np.ndarray, src_idx: np.ndarray, livec: np.ndar
     row = 0
     for s in src_idx:
         rng = np.random.default_rng([seed, int(s)])
-        img = pristine[s]
+        frame = pristine[s]
+        img = seen(frame, s)
         c_row = row
         rows_img = [img]
         kind[row], src[row] = 0, s
@@ -191,7 +200,7 @@ def build_cache(model, pristine: np.ndarray, src_idx: np.ndarray, livec: np.ndar
             plan = [(str(types[int(rng.integers(len(types)))]), int(rng.integers(min_level, 6)), j)
                     for j in range(n_full)]
         for t, lv, j in plan:
-            bad = apply(t, img, lv, np.random.default_rng([seed, int(s), j]))
+            bad = seen(apply(t, frame, lv, np.random.default_rng([seed, int(s), j])), s)
             bads.append((row, t, lv, bad))
             kind[row], src[row], clean[row], level[row], dnames[row] = 1, s, c_row, lv, t
             rows_img.append(bad)
@@ -231,6 +240,17 @@ def build_cache(model, pristine: np.ndarray, src_idx: np.ndarray, livec: np.ndar
     bar.close()
     return TapCache(taps=store, kind=kind, src=src, clean=clean, full=full, dtype=dnames,
                     level=level, region=region)
+
+
+def native_livec_views(names: list[str], view, seed: int) -> np.ndarray:
+    """The pack's livec images (stored squeezed to the pack size) read again at their native
+    size from the dataset they came from, one seeded view each, in the pack's order."""
+    from ..evaluate import load_image, load_labelled_csv
+    from .native import DEFAULT_CSV
+
+    labelled = load_labelled_csv(DEFAULT_CSV)
+    paths = dict(zip(labelled.images, labelled.paths))
+    return np.stack([view(load_image(paths[n]), draw=seed * 100003 + i) for i, n in enumerate(names)])
 
 
 class _Concat:
@@ -594,8 +614,11 @@ def run(args: argparse.Namespace) -> dict:
 
     t = time.perf_counter()
     src_all = np.concatenate([train_src, val_src])
-    cache = build_cache(model, pristine, src_all, pack.livec, types, args.full, args.pasted, args.seed,
-                        show_progress=not args.no_progress, min_level=args.min_level, chains=args.chains)
+    view = model.input_view
+    livec = pack.livec if view.mode == "resize" else native_livec_views(pack.livec_names, view, args.seed)
+    cache = build_cache(model, pristine, src_all, livec, types, args.full, args.pasted, args.seed,
+                        show_progress=not args.no_progress, min_level=args.min_level, chains=args.chains,
+                        view=view)
     timings["cache"] = round(time.perf_counter() - t, 1)
     print(f"[regions] {name}: cached {len(cache)} rows ({len(train_src)} train + {len(val_src)} val "
           f"pristine images, {int((cache.kind == 3).sum())} livec) in {timings['cache']:.0f} s", flush=True)

@@ -180,6 +180,17 @@ class Scrubber:
         self._pairs.sort(key=lambda p: len(p[0]), reverse=True)
         self._secrets = sorted(secrets, key=len, reverse=True)
 
+    @classmethod
+    def from_replacements(cls, pairs: list[tuple[str, str]]) -> Scrubber:
+        """A scrubber that makes the ``replacements()`` of another (in a worker process)."""
+        scrubber = cls()
+        scrubber._pairs = [(clear, red) for clear, red in pairs]
+        return scrubber
+
+    def replacements(self) -> list[tuple[str, str]]:
+        """What this scrubber replaces, in order: (clear text, what it becomes)."""
+        return self._pairs + [(secret, "***") for secret in self._secrets]
+
     def __call__(self, text: Any) -> str:
         s = str(text)
         for clear, red in self._pairs:

@@ -27,8 +27,8 @@ Layout (every key optional except ``streams``; see ``deploy/vqmon.example.yaml``
 variable (``$$`` is a literal ``$``): keep passwords out of the file. Errors name the field
 (``streams[1] 'cam2'.sample_rate: ...``) and the reason.
 
-Credentials in URLs never leave this module in clear: use ``redact_url`` / ``Scrubber`` for
-anything printed, logged, exported as a metric or written to Redis.
+Credentials in URLs never leave :mod:`monitor.credentials` in clear: use ``redact_url`` /
+``Scrubber`` for anything printed, logged, exported as a metric or written to Redis.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 # moved to their own modules; imported from here as before
-from .credentials import (LIVE_SCHEMES, Scrubber, ffmpeg_url, redact_url,  # noqa: F401
+from .credentials import (Scrubber, ffmpeg_url, redact_url,  # noqa: F401
                           stream_name_for, url_host, url_scheme)
 from .sharding import Shard, parse_shard, resolve_auto
 from .stream_config import (NAME_PATTERN, NAME_RULE, DetectorConfig, Reconnect,  # noqa: F401

@@ -14,13 +14,7 @@ _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # query parameters whose values are secrets (SRT passphrase, tokens in HLS URLs, ...)
 _SECRET_QUERY_KEYS = {"password", "passwd", "pass", "passphrase", "pwd", "token", "access_token",
                       "auth", "key", "secret", "sig", "signature", "apikey", "api_key"}
-LIVE_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "rtmpt", "http", "https", "udp", "rtp", "srt",
-                "tcp", "tls", "hls", "mmsh", "mmst", "rist", "zmq"}
 
-
-# ------------------------------------------------------------------------------------------
-# URLs and secrets
-# ------------------------------------------------------------------------------------------
 
 def url_scheme(url: str) -> str:
     m = _SCHEME_RE.match(url)

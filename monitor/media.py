@@ -1,4 +1,5 @@
-"""Reading still images and sampling frames from video files (PyAV), for scoring.
+"""Reading still images and sampling frames from video files (PyAV), for scoring, and the
+picture detectors' step on a sampled frame (``detect_picture``).
 
 Video frames are resized in swscale (``frame.reformat``) straight to the model's working scale
 and cut into its input view there (``model_input``): this avoids converting full-resolution

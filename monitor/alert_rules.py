@@ -11,7 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from monitor.detectors import DetectorSettings
-from monitor.gross_rules import FAST_WARMUP, QUALITY_DROP_CONFIRM, gross_rules
+from monitor.detectors.registry import detector_rules, settings_model
+from monitor.gross_rules import FAST_WARMUP, QUALITY_DROP_CONFIRM
 
 __all__ = ["AlertRule", "Confirm", "default_rules", "merge_rules", "SEVERITIES", "DEFAULT_RULES"]
 
@@ -172,7 +173,9 @@ class AlertRule(BaseModel):
 # ----------------------------------------------------------------------------------------------
 
 def default_rules(settings: DetectorSettings | None = None) -> list[AlertRule]:
-    """The default rule set. Durations of black/frozen come from ``settings`` (FFmpeg's 2 s).
+    """The default rule set: the quality model's rules, then those of every registered detector
+    (:mod:`monitor.detectors.registry`), whose thresholds may come from ``settings`` (the
+    durations of black and frozen: FFmpeg's 2 s).
 
     At 2 samples/s an injected black or frozen picture starts its alert 2.0-2.5 s after the
     onset, a quality step (e.g. 70 -> 30) 2.0-2.5 s after it, a stall 3 s after the last frame.
@@ -180,7 +183,7 @@ def default_rules(settings: DetectorSettings | None = None) -> list[AlertRule]:
     ``region_low`` come from measurements on injected degradations and clean clips
     (bench/degradations.py, docs/degradations.md).
     """
-    s = settings or DetectorSettings()
+    s = settings or settings_model()()  # the defaults of every detector registered now
     rules = [
         # off by default: an absolute score threshold does not carry over between contents. With
         # the shipped model the 1.5 s mean of clean clips falls to 18 (bikes), 8 (cockatoo) and
@@ -209,88 +212,7 @@ def default_rules(settings: DetectorSettings | None = None) -> list[AlertRule]:
              clear_threshold=30.0, smoothing_seconds=2.0, min_duration=3.0, clear_duration=5.0,
              severity="info", cooldown=60.0, enabled=False,
              description="Worst region of the quality map <= 20 (local damage, obstruction)."),
-        dict(condition="black", key="black", comparison="above", threshold=s.black_ratio_threshold,
-             clear_threshold=min(s.black_ratio_threshold, 0.95), min_duration=s.black_min_duration,
-             clear_duration=1.0, severity="critical",
-             description="Black picture: >= 98% of pixels below 0.10 luma for 2 s (FFmpeg blackdetect)."),
-        dict(condition="frozen", key="frozen", comparison="above", threshold=0.5, clear_threshold=0.5,
-             min_duration=s.freeze_min_duration, clear_duration=1.0, severity="critical",
-             description="Frozen picture: change <= -60 dB with advancing timestamps for 2 s "
-                         "(FFmpeg freezedetect)."),
-        # gross damage without a baseline (monitor.gross_rules): heavy_noise, heavy_blur,
-        # underexposed, level_collapse
-        *gross_rules(),
-        # on the decoded luma (source resolution) clean footage stays below 1.4 (95th percentile)
-        # and MPEG-2 starved of bits reaches 1.8-2.9; 2.5 s so that a VP8 fade from black (its
-        # first 1.5 s at 1.9-3.0: real blocking, but part of the programme) does not fire
-        dict(condition="blocky", key="blockiness", comparison="above", threshold=1.8,
-             clear_threshold=1.6, smoothing_seconds=2.0, min_duration=2.5, clear_duration=5.0,
-             severity="warning", cooldown=60.0,
-             description="8x8 block-boundary discontinuity ratio >= 1.8 (clean ~1.0-1.45)."),
-        dict(condition="blurry", key="blur", comparison="above", drop_points=0.15, clear_drop_points=0.08,
-             baseline="median", baseline_seconds=300.0, **FAST_WARMUP, mad_factor=3.0,
-             smoothing_seconds=3.0, min_duration=3.0, clear_duration=5.0, severity="warning",
-             cooldown=60.0,
-             description="Blur measure 0.15 above the stream's own 5-minute median (defocus, "
-                         "fogged or smeared lens)."),
-        # relative, on the noise at source resolution (the same noise reads the same at 640 px,
-        # 720p and 1080p); gross noise is heavy_noise's (warning)
-        dict(condition="noisy", key="noise_native", comparison="above", drop_points=2.0,
-             clear_drop_points=1.0, baseline="median", baseline_seconds=300.0, **FAST_WARMUP,
-             mad_factor=3.0, smoothing_seconds=2.0, min_duration=2.0, clear_duration=5.0,
-             severity="info", cooldown=300.0, suppressed_by=["heavy_noise"],
-             description="Noise sigma 2 levels (8-bit, source resolution) above the stream's own "
-                         "5-minute median."),
-        # fraction of broken 16x16 macroblock edges (detectors.macroblock_edge_breaks), relative
-        # so that graphics with hard edges on the grid (a ticker) become part of the baseline.
-        # Clean footage 0-0.003, packet-loss smear and starved encoders 0.004-0.05
-        dict(condition="corrupted", key="mb_edge_breaks", comparison="above", drop_points=0.004,
-             clear_drop_points=0.002, baseline="median", baseline_seconds=300.0, **FAST_WARMUP,
-             smoothing_seconds=2.0, min_duration=1.5, clear_duration=5.0,
-             severity="warning", cooldown=60.0, suppressed_by=["black", "frozen"],
-             description="Broken macroblock edges 0.4 % above the stream's own 5-minute median "
-                         "(packet loss smear, concealment, corrupted picture)."),
-        dict(condition="decode_errors", key="decode_errors", comparison="above", threshold=3.0,
-             clear_threshold=1.0, clear_duration=10.0, severity="warning", cooldown=60.0,
-             update_interval=None,
-             description="At least 3 undecodable packets or corrupt frames in 10 s (packet loss, "
-                         "damaged stream)."),
-        # exposure. Clipped white: clean footage 0-0.09 (a white bird in daylight), a washed
-        # out or over-exposed picture 0.08-0.35 (docs/degradations.md)
-        dict(condition="overexposed", key="clipped_highlights", comparison="above", threshold=0.15,
-             clear_threshold=0.08, smoothing_seconds=2.0, min_duration=1.5, clear_duration=5.0,
-             severity="warning", cooldown=60.0,
-             description="At least 15 % of the picture clipped at white (over-exposure, gain or "
-                         "level error)."),
-        # average picture level; for the normal range of programme material (night scenes and
-        # snow are legitimate) only long, gross departures: info
-        dict(condition="too_dark", key="luma_mean", comparison="below", threshold=0.06,
-             clear_threshold=0.08, smoothing_seconds=5.0, min_duration=10.0, clear_duration=5.0,
-             severity="info", cooldown=300.0, update_interval=None,
-             suppressed_by=["black", "underexposed", "level_collapse"],
-             description="Average picture level <= 6 % for 10 s (a black picture is 'black')."),
-        dict(condition="too_bright", key="luma_mean", comparison="above", threshold=0.90,
-             clear_threshold=0.85, smoothing_seconds=5.0, min_duration=10.0, clear_duration=5.0,
-             severity="info", cooldown=300.0, update_interval=None,
-             description="Average picture level >= 90 % for 10 s (white or washed-out picture)."),
-        dict(condition="letterbox", key="letterbox", comparison="above", threshold=0.05,
-             clear_threshold=0.02, min_duration=10.0, clear_duration=10.0, severity="info",
-             cooldown=300.0, update_interval=None,
-             description="Black bars cover >= 5% of the height (top + bottom)."),
-        dict(condition="pillarbox", key="pillarbox", comparison="above", threshold=0.05,
-             clear_threshold=0.02, min_duration=10.0, clear_duration=10.0, severity="info",
-             cooldown=300.0, update_interval=None,
-             description="Black bars cover >= 5% of the width (left + right)."),
-        dict(condition="stall", key="stall_seconds", comparison="above", threshold=3.0,
-             clear_threshold=1.0, critical_threshold=30.0, severity="warning", update_interval=10.0,
-             value_is_age=True,
-             description="No frame for 3 s (critical after 30 s); onset = the last frame."),
-        dict(condition="fps_drop", key="fps_ratio", comparison="below", threshold=0.5,
-             clear_threshold=0.8, min_duration=5.0, clear_duration=5.0, severity="warning",
-             cooldown=60.0, description="Delivered frame rate below half the nominal rate for 5 s."),
-        dict(condition="pts_jump", key="pts_jumps", comparison="above", threshold=1.0,
-             clear_threshold=1.0, severity="info", cooldown=60.0, update_interval=None,
-             description="Timestamp discontinuities in the last minute."),
+        *detector_rules(s),
     ]
     return [AlertRule.model_validate(r) for r in rules]
 

@@ -1,4 +1,5 @@
-"""Reading still images and sampling frames from video files (PyAV), for scoring.
+"""Reading still images and sampling frames from video files (PyAV), for scoring, and the
+picture detectors' step on a sampled frame (``detect_picture``).
 
 Video frames are resized in swscale (``frame.reformat``) straight to the model's working scale
 and cut into its input view there (``model_input``): this avoids converting full-resolution
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -17,6 +19,9 @@ from PIL import Image, UnidentifiedImageError
 from engines.views import InputView
 
 from .sampler import Sampler
+
+if TYPE_CHECKING:
+    from .detectors import FrameDetectors
 
 MAX_CONSECUTIVE_ERRORS = 100  # undecodable packets in a row that end a file (as the workers)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
@@ -148,6 +153,16 @@ def luma_plane(frame: av.VideoFrame) -> np.ndarray:
         p = frame.planes[0]
         return np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:frame.height, :frame.width]
     return frame.reformat(format="gray").to_ndarray()
+
+
+def detect_picture(detectors: FrameDetectors, frame: av.VideoFrame, t: float, wall: float, width: int,
+                   kept: np.ndarray | None) -> dict[str, float]:
+    """The picture detectors on one sampled frame: the step the stream worker and ``vqmon
+    report`` share. They see the frame ``width`` wide (``detector_frame``; 0: ``kept``, the
+    picture the caller keeps anyway) and the decoded luma plane for the block measures."""
+    picture = detector_frame(frame, width) if width else kept
+    return detectors.update(picture, t, wall, source_size=(frame.width, frame.height),
+                            luma_native=luma_plane(frame))
 
 
 def detector_frame(frame: av.VideoFrame, width: int) -> np.ndarray:

@@ -65,11 +65,12 @@ class Pacer:
 
 
 class Backoff:
-    """Exponential backoff with jitter: initial, initial*m, ... capped at ``max_delay``."""
+    """Exponential backoff with jitter: initial_delay, initial_delay*m, ... capped at ``max_delay``
+    (the fields of a stream's ``reconnect`` settings, monitor.stream_config.Reconnect)."""
 
-    def __init__(self, initial: float = 1.0, max_delay: float = 30.0, multiplier: float = 2.0,
-                 jitter: float = 0.3, rng: random.Random | None = None):
-        self.initial, self.max_delay, self.multiplier, self.jitter = initial, max_delay, multiplier, jitter
+    def __init__(self, initial_delay: float, max_delay: float, multiplier: float, jitter: float,
+                 rng: random.Random | None = None):
+        self.initial_delay, self.max_delay, self.multiplier, self.jitter = initial_delay, max_delay, multiplier, jitter
         self._rng = rng or random.Random()
         self.attempt = 0
 
@@ -77,7 +78,7 @@ class Backoff:
         self.attempt = 0
 
     def next_delay(self) -> float:
-        base = min(self.max_delay, self.initial * (self.multiplier ** self.attempt))
+        base = min(self.max_delay, self.initial_delay * (self.multiplier ** self.attempt))
         self.attempt += 1
         if self.jitter:
             base *= 1.0 + self._rng.uniform(-self.jitter, self.jitter)

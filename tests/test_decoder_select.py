@@ -308,7 +308,7 @@ def stand_in_python(tmp_path) -> str:
 import runpy
 import monitor.decoder
 monitor.decoder.CUVID_DECODERS["h264"] = "h263"
-runpy.run_module("monitor.source", run_name="__main__")  # what "-m monitor.source" runs
+runpy.run_module("monitor.worker", run_name="__main__")  # what "-m monitor.worker" runs
 """)
     python.chmod(0o755)
     return str(python)
@@ -348,7 +348,7 @@ def test_a_respawned_worker_process_keeps_software_after_the_switch(stand_in_pyt
     w.start()
     try:
         wait_for(lambda: w.info.get("nvdec_failed") == MID_STREAM, 30, message="the mid-stream switch")
-        assert w.spec()["nvdec_failed"] == MID_STREAM  # what a respawned process is told
+        assert w.spec().nvdec_failed == MID_STREAM  # what a respawned process is told
         first = w._proc
         first.kill()  # as the hang watchdog would
         wait_for(lambda: w._proc is not first and w.state == "up" and w.decoded > 300, 30,

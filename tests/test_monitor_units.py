@@ -15,7 +15,8 @@ from monitor.batcher import Batcher
 from monitor.metrics import Metrics
 from monitor.sampler import Backoff, Pacer, Sampler
 from monitor.sinks.redis_sink import RedisSink, decode_map, dumps_detectors, encode_map
-from monitor.source import FrameMessage, protocol_options
+from monitor.source import FrameMessage
+from monitor.worker import protocol_options
 
 
 def test_sampler_takes_one_frame_per_interval():

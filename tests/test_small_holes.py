@@ -36,7 +36,8 @@ def _first_open_error(monkeypatch, url: str, resolver) -> str:
     """The error a worker reports when opening ``url`` fails as FFmpeg fails for an unknown host."""
     from engines.views import InputView
     from monitor import netdiag
-    from monitor.source import StreamWorker, _Worker
+    from monitor.source import StreamWorker
+    from monitor.worker import _Worker
 
     def ffmpeg_open(self):  # what av.open raises for any host FFmpeg cannot resolve
         raise OSError(5, "Input/output error")

@@ -2,7 +2,7 @@
 
 The same parts as ``vqmon run``: frames sampled ``1/rate`` seconds of media time apart
 (``monitor.media.sample_frames``, the workers' ``Sampler``), the picture detectors on a frame
-``frame_width`` wide (``monitor.detectors.FrameDetectors``, as in the stream worker), the
+``frame_width`` wide (``monitor.media.detect_picture``, the stream worker's step), the
 quality model in batches (``engines.engine.QualityEngine``) and the alert engine with the
 stream rules (``monitor.alerts``). Two differences, both because a file is read as fast as it
 decodes: the alert engine is clocked with the sample's media time (the service uses the wall
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..alerts import AlertContext, AlertEngine, AlertEvent, AlertRule
-from ..config import DetectorConfig
 from ..detectors import FrameDetectors, TimingDetectors
-from ..media import MediaError, VideoInfo, detector_frame, luma_plane, model_input, probe_video, sample_frames
+from ..media import MediaError, VideoInfo, detect_picture, detector_frame, model_input, probe_video, sample_frames
+from ..stream_config import DetectorConfig
 
 log = logging.getLogger(__name__)
 
@@ -233,10 +233,7 @@ def _run(res: FileResult, engine, settings: Settings,
             view = detector_frame(frame, VIEW_WIDTH)
             values: dict[str, float] = {}
             if frame_det is not None:
-                # as the stream worker: detectors on a frame_width-wide frame (0 = the picture kept)
-                dimg = detector_frame(frame, det_cfg.frame_width) if det_cfg.frame_width else view
-                values.update(frame_det.update(dimg, t, t, source_size=(frame.width, frame.height),
-                                               luma_native=luma_plane(frame)))
+                values.update(detect_picture(frame_det, frame, t, t, det_cfg.frame_width, view))
                 values.update(timing.values(t))
             batch.append((t, model_rgb, view, values))
             if len(batch) >= engine.max_batch:

@@ -1,0 +1,370 @@
+"""The worker process of one stream (``python -m monitor.worker``; supervised by
+:class:`monitor.source.StreamWorker`).
+
+It reads its :class:`~monitor.worker_protocol.WorkerSpec` from stdin, opens the source,
+decodes the video stream, picks frames ``1/sample_rate`` seconds apart, resizes them in
+swscale to the model's ``SxS`` RGB input (``frame.reformat``) and sends them to the
+supervisor over its stdout pipe, so only small frames cross processes. It runs the picture
+detectors (``monitor.detectors``) on its own, larger frame that never leaves the process,
+reconnects with exponential backoff and jitter, paces files at real time and loops them on
+request.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from engines.views import InputView
+
+from .credentials import Scrubber, ffmpeg_url, url_host
+from .decoder import DecoderUnavailable, select_decoder
+from .media import detect_picture, model_input
+from .netdiag import unresolved_host
+from .sampler import Backoff, Pacer, Sampler
+from .worker_protocol import EXIT_ENDED, EXIT_FAILED, TICK_EVERY, Channel, WorkerSpec
+
+DISPLAY_SIZE = 384  # side of the whole-frame picture a worker sends with each sample
+
+
+def protocol_options(scheme: str, open_timeout: float, read_timeout: float) -> dict[str, str]:
+    """FFmpeg options that bound blocking I/O for each protocol (microseconds)."""
+    us = str(int(read_timeout * 1_000_000))
+    if scheme in ("rtsp", "rtsps"):
+        # FFmpeg >= 5: 'timeout' is the RTSP socket I/O timeout (it was 'stimeout' before)
+        return {"rtsp_transport": "tcp", "timeout": us}
+    if scheme in ("http", "https", "hls"):
+        return {"rw_timeout": us, "timeout": us}
+    if scheme in ("udp", "rtp"):
+        return {"timeout": us, "overrun_nonfatal": "1", "fifo_size": "278876"}
+    if scheme == "file":
+        return {}
+    # rtmp, srt, tcp, tls, ...: the generic AVIO read/write timeout
+    return {"rw_timeout": us}
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, stable description of a PyAV/OS error (without the URL PyAV appends)."""
+    strerror = getattr(exc, "strerror", None)
+    if strerror:
+        return f"{type(exc).__name__}: {strerror}"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not text.startswith(type(exc).__name__) else text
+
+
+class _Worker:
+    def __init__(self, spec: WorkerSpec, chan: Channel):
+        cfg = self.cfg = spec.stream
+        self.chan = chan
+        self.name = cfg.name
+        self.is_file = cfg.is_file
+        self.loop = cfg.loop
+        # files: real time unless told otherwise; network sources are live (their sender paces
+        # them) unless ``pace: true`` asks to pace e.g. an HTTP/HLS VOD at real time
+        self.pace = self.is_file if cfg.pace is None else cfg.pace
+        self.view = InputView(**spec.view)
+        # the picture kept for thumbnails (and detectors at frame_width 0): the model's own
+        # input when that is the whole frame, else the frame squeezed to DISPLAY_SIZE
+        self.size = self.view.size if self.view.mode == "resize" else DISPLAY_SIZE
+        self.scrub = Scrubber.from_replacements(spec.replacements)
+        self.sampler = Sampler(cfg.sample_interval)
+        det = cfg.detectors
+        self.det_enabled = det.enabled
+        self.det_width = det.frame_width
+        self.det_sampler = Sampler(1.0 / det.rate) if self.det_enabled and det.rate > 0 else None
+        self.frame_det = None
+        self.timing_det = None
+        if self.det_enabled:
+            try:
+                from .detectors import FrameDetectors
+                self.frame_det = FrameDetectors(det.settings)
+            except Exception as e:  # detectors are optional: score anyway
+                self.det_enabled = False
+                self._note(f"detectors disabled: {_describe(e)}")
+        self.pacer = Pacer()
+        self.backoff = Backoff(**cfg.reconnect.model_dump())
+        self.decoded = 0
+        self.decode_errors = 0
+        self.seq = 0
+        self.t_offset = 0.0     # added to pts so a looped file's clock keeps going forward
+        self.last_t: float | None = None
+        self.frame_step = 0.04
+        self._last_tick = 0.0
+        self._last_packet = time.monotonic()
+        self._decoder_noted = False
+        # why NVDEC failed mid-stream: software from then on (the supervisor passes it to a
+        # respawned worker process too)
+        self._nvdec_failed: str | None = spec.nvdec_failed
+
+    # -- messages ---------------------------------------------------------------------------
+    def _note(self, text: str, level: str = "warning") -> None:
+        self.chan.send({"t": "note", "text": self.scrub(text), "level": level})
+
+    def state(self, state: str, **kw: Any) -> None:
+        if "error" in kw and kw["error"] is not None:
+            kw["error"] = self.scrub(kw["error"])
+        self.chan.send({"t": "state", "state": state, **kw})
+
+    def tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_tick >= TICK_EVERY:
+            self._last_tick = now
+            msg: dict[str, Any] = {"t": "tick", "decoded": self.decoded, "decode_errors": self.decode_errors}
+            if self.timing_det is not None:
+                msg["timing"] = self.timing_det.values(time.time())
+            self.chan.send(msg)
+
+    def sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, TICK_EVERY))
+            self.tick()
+
+    # -- main loop --------------------------------------------------------------------------
+    def run(self) -> int:
+        attempt = 0
+        silent_reopen = False
+        while True:
+            if not silent_reopen:
+                self.state("connecting", attempt=attempt)
+                attempt += 1
+            silent_reopen = False
+            t_open = time.monotonic()
+            try:
+                container = self.open()
+            except Exception as e:
+                waited = time.monotonic() - t_open
+                why = _describe(e)
+                # FFmpeg says "Input/output error" for a name that does not resolve: ask the resolver
+                unresolved = None if self.is_file else unresolved_host(
+                    url_host(self.cfg.url), timeout=min(5.0, self.cfg.timeouts.open))
+                if unresolved:
+                    why = f"{unresolved} ({why})"
+                elif not self.is_file and waited >= 0.9 * self.cfg.timeouts.open:
+                    why = f"timed out after {waited:.1f} s ({why})"
+                if self.fail(f"cannot open: {why}", connected_for=0.0):
+                    return EXIT_FAILED
+                continue
+            opened = time.monotonic()
+            decoded_before = self.decoded
+            try:
+                self.decode(container)
+                result, err = "eof", None
+            except DecoderUnavailable as e:  # decoder: nvdec where NVDEC cannot run: final
+                result, err = "fatal", str(e)
+            except Exception as e:
+                why = _describe(e)
+                waited = time.monotonic() - self._last_packet
+                if not self.is_file and waited >= 0.9 * self.cfg.timeouts.read:
+                    why = f"no data for {waited:.1f} s ({why})"
+                result, err = "error", f"read failed: {why}"
+            finally:
+                try:
+                    container.close()
+                except Exception:
+                    pass
+            up_for = time.monotonic() - opened if self.decoded > decoded_before else 0.0
+            if result == "fatal":
+                self.tick(force=True)
+                self.state("error", error=err, retry_in=None, terminal=True)
+                return EXIT_FAILED
+            if result == "eof":
+                if self.decoded == decoded_before:
+                    err = "no decodable video frame in the input"
+                elif self.is_file and self.loop:
+                    self.t_offset = (self.last_t if self.last_t is not None else 0.0) + self.frame_step
+                    self.backoff.reset()
+                    silent_reopen = True
+                    self.state("looping")
+                    continue
+                elif self.is_file:
+                    self.tick(force=True)
+                    self.state("ended")
+                    return EXIT_ENDED
+                else:
+                    err = "end of stream (the source closed the connection)"
+            if self.fail(err or "unknown error", connected_for=up_for):
+                return EXIT_FAILED
+
+    def fail(self, error: str, connected_for: float) -> bool:
+        """Report an error; True when it is final (a non-looping file), else back off."""
+        if self.is_file and not self.loop:
+            self.tick(force=True)
+            self.state("error", error=error, retry_in=None, terminal=True)
+            return True
+        if connected_for >= 5.0:
+            self.backoff.reset()
+        delay = self.backoff.next_delay()
+        self.state("error", error=error, retry_in=round(delay, 3), terminal=False)
+        self.sleep(delay)
+        return False
+
+    def open(self):
+        import av
+        cfg, timeouts = self.cfg, self.cfg.timeouts
+        opts = protocol_options(cfg.scheme, timeouts.open, timeouts.read)
+        opts.update(cfg.options)
+        # the URL as FFmpeg must get it (credentials percent-encoded)
+        url = cfg.path if self.is_file else ffmpeg_url(cfg.url)
+        return av.open(url, mode="r", options=opts, timeout=(timeouts.open, timeouts.read))
+
+    def decode(self, container) -> None:
+        import av
+        if not container.streams.video:
+            raise ValueError("the input has no video stream")
+        vs = container.streams.video[0]
+        vs.thread_type = "AUTO"
+        decoder = select_decoder(vs, self.cfg.decoder, failed=self._nvdec_failed)
+        if decoder.fallback and not self._decoder_noted:
+            self._decoder_noted = True  # once per stream, not at every reconnect
+            self._note(f"decoder auto: software decode, NVDEC not used ({decoder.fallback})", level="info")
+        if self.cfg.decode_threads:
+            vs.codec_context.thread_count = self.cfg.decode_threads
+        rate = vs.average_rate or vs.guessed_rate
+        fps = float(rate) if rate else 0.0
+        if fps > 0:
+            self.frame_step = 1.0 / fps
+        if self.det_enabled:
+            from .detectors import TimingDetectors
+            if self.timing_det is None or not self.is_file:
+                self.timing_det = TimingDetectors(nominal_fps=fps or None, settings=self.cfg.detectors.settings,
+                                                  start_time=time.time())
+            else:  # this worker reopened the file (a loop): its timestamps start over, no jump
+                self.timing_det.restart_pts()
+            if not self.is_file and self.frame_det is not None:
+                self.frame_det.reset()
+        cc = vs.codec_context
+        info = {"codec": cc.name, "decoder": decoder.detail, "width": cc.width, "height": cc.height,
+                "fps": round(fps, 3), "pix_fmt": cc.format.name if cc.format else None}
+        if self._nvdec_failed:
+            info["nvdec_failed"] = self._nvdec_failed
+        self.state("connected", info=info)
+        if not self.is_file:
+            self.sampler.reset()
+            self.pacer.reset()
+            if self.det_sampler:
+                self.det_sampler.reset()
+        consecutive_errors = 0
+        first_t: float | None = None
+        self._last_packet = time.monotonic()
+        for packet in container.demux(vs):
+            self._last_packet = time.monotonic()
+            self.tick()
+            try:
+                frames = decoder.decode(packet)
+            except (av.InvalidDataError, av.error.PatchWelcomeError, av.error.BugError) as e:
+                self.decode_errors += 1
+                if self.timing_det is not None:
+                    self.timing_det.on_decode_error(time.time())
+                consecutive_errors += 1
+                if consecutive_errors > 100:
+                    raise RuntimeError(f"too many undecodable packets ({_describe(e)})") from None
+                continue
+            finally:  # also when the packet failed in software too: reconnects still skip NVDEC
+                self._on_switch(decoder, info)
+            consecutive_errors = 0
+            for frame in frames:
+                self.decoded += 1
+                wall = time.time()
+                pts = frame.time
+                if pts is not None and math.isfinite(pts):
+                    if first_t is None:
+                        first_t = pts
+                    t = self.t_offset + (pts - first_t) if self.is_file else pts
+                    if self.is_file and self.last_t is not None and t <= self.last_t:
+                        # the monitor's clock must advance (sampling, pacing, records): a file
+                        # whose timestamps do not counts frames; the timing detectors still see
+                        # the media's own pts below, so a splice (pts back) is a pts_jump
+                        t = self.last_t + self.frame_step
+                else:
+                    pts = None
+                    t = (self.last_t + self.frame_step) if self.last_t is not None else self.t_offset
+                self.last_t = t
+                if self.is_file or self.pace:
+                    clock = t  # sample on the stream's own clock
+                    if self.pace:
+                        self.sleep(self.pacer.delay(clock))
+                        wall = time.time()
+                else:
+                    clock = time.monotonic()  # live: sample on arrival
+                if self.timing_det is not None:
+                    self.timing_det.on_frame(pts, wall)
+                    if frame.is_corrupt:  # decoded with errors (concealed), where the decoder says so
+                        self.timing_det.on_decode_error(wall)
+                take = self.sampler.take(clock)
+                if self.det_sampler is not None:
+                    det = self.det_sampler.take(clock)
+                else:
+                    det = take and self.frame_det is not None
+                if take or det:
+                    self.emit(frame, t, wall, take, det)
+
+    def _on_switch(self, decoder, info: dict) -> None:
+        """Once NVDEC failed mid-stream (``auto``): say so, show it, keep software for reconnects."""
+        if decoder.switched is None or self._nvdec_failed is not None:
+            return
+        self._nvdec_failed = decoder.switched  # a reopen would get the same broken NVDEC
+        self._decoder_noted = True  # this note says it; reconnects need not repeat it
+        self._note(f"decoder auto: software decode from now on ({decoder.switched})", level="info")
+        self.state("connected", info={**info, "decoder": decoder.detail, "nvdec_failed": decoder.switched})
+
+    def emit(self, frame, t: float, wall: float, take: bool, det: bool) -> None:
+        w, h = frame.width, frame.height
+        img = None
+        if take or (det and not self.det_width):
+            img = frame.reformat(width=self.size, height=self.size, format="rgb24").to_ndarray()
+        values = None
+        if det and self.frame_det is not None:
+            try:
+                values = detect_picture(self.frame_det, frame, t, wall, self.det_width, img)
+            except Exception as e:
+                self.frame_det = None
+                self.det_enabled = False
+                self._note(f"detectors disabled after an error: {_describe(e)}")
+        if take:
+            self.seq += 1
+            # the whole-frame picture is the model's input for resize views: sent without a copy
+            payload = (memoryview(img).cast("B") if img.flags.c_contiguous else img.tobytes()) \
+                if self.view.mode == "resize" else img.tobytes() + model_input(frame, self.view).tobytes()
+            self.chan.send({"t": "frame", "seq": self.seq, "pts": t, "ts": wall, "w": w, "h": h,
+                            "size": self.size, "side": self.view.side, "decoded": self.decoded,
+                            "detectors": values}, payload)
+        elif values is not None:
+            self.chan.send({"t": "det", "pts": t, "ts": wall, "detectors": values})
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the supervising thread's process goes away."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def worker_main() -> int:
+    """Entry point of ``python -m monitor.worker``: spec on stdin, messages on stdout."""
+    proto_fd = os.dup(1)
+    os.dup2(2, 1)  # anything printed by libraries goes to stderr, never into the protocol
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
+    _die_with_parent()
+    spec = WorkerSpec.from_line(sys.stdin.readline())
+    sys.stdin.close()
+    chan = Channel(proto_fd)
+    chan.send({"t": "hello", "pid": os.getpid()})
+    try:
+        return _Worker(spec, chan).run()
+    except (BrokenPipeError, KeyboardInterrupt):
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

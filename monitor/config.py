@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from .config_io import ConfigError, format_validation_error, load_yaml, substitute_env
 from .detectors import DetectorSettings
 from .sharding import Shard, parse_shard, resolve_auto
 from .sinks import SINKS
@@ -57,13 +57,8 @@ from .urls import (NAME_PATTERN, Scrubber, ffmpeg_url, redact_url, stream_name_f
 # NAME_PATTERN, but not only dots ("." and ".." are path segments)
 NAME_RULE = "1-64 of A-Z a-z 0-9 _ . - (not only dots)"
 _NAME_RE = re.compile(NAME_PATTERN)
-_ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 LIVE_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "rtmpt", "http", "https", "udp", "rtp", "srt",
                 "tcp", "tls", "hls", "mmsh", "mmst", "rist", "zmq"}
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; the message names each bad field and why."""
 
 
 class _Model(BaseModel):
@@ -397,42 +392,6 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None,
     return config_from_dict(raw, env=env, source=source)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last
-    silently: two ``url:`` in a stream would monitor the second without a word)."""
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            first: dict[Any, Any] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": merged keys may be overridden
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    earlier = first.setdefault(key, key_node.start_mark)
-                except TypeError:  # an unhashable key: SafeLoader's own error says so
-                    continue
-                if earlier is not key_node.start_mark:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}: first at line {earlier.line + 1}, again at "
-                        f"line {key_node.start_mark.line + 1}", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_yaml(text: str, source: str = "<config>") -> Any:
-    """YAML text as Python data (``yaml.safe_load`` that refuses duplicate keys); ConfigError
-    with the position when it is not valid."""
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as e:
-        where = ""
-        mark = getattr(e, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
-
-
 def parse_config(text: str, env: dict[str, str] | None = None, source: str = "<config>") -> Config:
     return config_from_dict(_mapping(load_yaml(text, source), source), env=env, source=source)
 
@@ -448,7 +407,7 @@ def _mapping(raw: Any, source: str) -> dict:
 def config_from_dict(raw: dict, env: dict[str, str] | None = None, source: str = "<config>") -> Config:
     env = dict(os.environ) if env is None else env
     errors: list[str] = []
-    data = _substitute(copy.deepcopy(raw), env, (), errors)
+    data = substitute_env(copy.deepcopy(raw), env, errors)
     if isinstance(data, dict) and isinstance(data.get("shard"), str) and data["shard"].strip() == "auto":
         try:
             data["shard"] = resolve_auto(env)
@@ -460,76 +419,6 @@ def config_from_dict(raw: dict, env: dict[str, str] | None = None, source: str =
         return Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, data, source)) from None
-
-
-def format_validation_error(err: ValidationError, data: Any, source: str = "<config>") -> str:
-    msgs = []
-    for e in err.errors(include_url=False):
-        loc = _format_loc(e["loc"], data)
-        msg = e["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling)"
-        elif e["type"] == "missing":
-            msg = "required field missing"
-        inp = e.get("input")
-        if e["type"] not in ("missing", "extra_forbidden") and _is_scalar(inp) and not _secret_loc(e["loc"]):
-            msg += f" (got {inp!r})"
-        msgs.append(f"{loc or '<top level>'}: {msg}")
-    return f"{source}: {len(msgs)} error(s):\n  " + "\n  ".join(msgs)
-
-
-def _is_scalar(v: Any) -> bool:
-    return isinstance(v, (int, float, str, bool)) and not (isinstance(v, str) and len(v) > 80)
-
-
-def _secret_loc(loc: tuple) -> bool:
-    return any(str(p) in ("url", "password", "username", "options") for p in loc)
-
-
-def _format_loc(loc: tuple, data: Any) -> str:
-    out = ""
-    node = data
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            name = None
-            if isinstance(node, list) and 0 <= part < len(node):
-                node = node[part]
-                if isinstance(node, dict) and isinstance(node.get("name"), str) and out.startswith("streams"):
-                    name = node["name"]
-            else:
-                node = None
-            if name and out == f"streams[{part}]":
-                out += f" {name!r}"
-        else:
-            # pydantic adds the validator name for function validators; skip those
-            if isinstance(part, str) and part.startswith("function-"):
-                continue
-            out += ("." if out else "") + str(part)
-            node = node.get(part) if isinstance(node, dict) else None
-    return out
-
-
-def _substitute(node: Any, env: dict[str, str], path: tuple, errors: list[str]) -> Any:
-    if isinstance(node, dict):
-        return {k: _substitute(v, env, path + (k,), errors) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_substitute(v, env, path + (i,), errors) for i, v in enumerate(node)]
-    if isinstance(node, str) and "$" in node:
-        def repl(m: re.Match) -> str:
-            if m.group(0) == "$$":
-                return "$"
-            name, fallback = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if fallback is not None:
-                return fallback
-            errors.append(f"{_format_loc(path, None)}: environment variable {name} is not set")
-            return ""
-        return _ENV_RE.sub(repl, node)
-    return node
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -22,13 +22,14 @@ from typing import Any
 from . import __version__
 from .alert_router import AlertRouter
 from .batcher import Batcher
-from .config import Config, Scrubber
+from .config import Config
 from .metrics import Metrics
 from .publisher import Publisher
 from .sinks import SinkContext
 from .source import StreamWorker
 from .stream_state import StreamState
 from .tracking import StreamTracker
+from .urls import Scrubber
 
 log = logging.getLogger(__name__)
 

@@ -142,6 +142,7 @@ def main() -> None:
     })
     mon = Monitor(cfg, engines={args.model: engine}, announce=lambda text: None)
     mon.start()
+    redis_writer = next(s for s in mon.sinks if s.name == "redis").writer
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not all(rt.scored for rt in mon.streams.values()):
@@ -149,19 +150,19 @@ def main() -> None:
         time.sleep(max(0.0, args.warmup))
         scored0 = sum(rt.scored for rt in mon.streams.values())
         dropped0 = sum(rt.dropped for rt in mon.streams.values())
-        written0 = mon.sink.stats.written
-        lat0 = len(mon.sink.stats.latencies)
+        written0 = redis_writer.stats.written
+        lat0 = len(redis_writer.stats.latencies)
         batches0 = mon.batcher.batches
         t0 = time.monotonic()
         time.sleep(args.seconds)
         elapsed = time.monotonic() - t0
         scored = sum(rt.scored for rt in mon.streams.values()) - scored0
         dropped = sum(rt.dropped for rt in mon.streams.values()) - dropped0
-        written = mon.sink.stats.written - written0
-        lats = list(mon.sink.stats.latencies)[lat0:]
+        written = redis_writer.stats.written - written0
+        lats = list(redis_writer.stats.latencies)[lat0:]
         batches = mon.batcher.batches - batches0
         states = {n: rt.state for n, rt in mon.streams.items()}
-        decode_fps = {n: round(rt.worker.fps, 1) for n, rt in mon.streams.items()}
+        decode_fps = {n: round(rt.fps, 1) for n, rt in mon.streams.items()}
     finally:
         mon.stop()
     eng_fps_after = engine_only(engine, frames, batch, args.engine_seconds / 2)

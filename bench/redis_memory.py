@@ -4,11 +4,11 @@
                                  [--redis-server /usr/bin/redis-server]
 
 Starts a private redis-server (monitor.redis_server.EmbeddedRedis), writes ``--records``
-records to each of ``--streams`` streams through ``monitor.sinks.redis_sink.RedisSink`` (the
+records to each of ``--streams`` streams through ``monitor.sinks.redis_writer.RedisWriter`` (the
 monitor's writer: ``XADD ... MAXLEN ~ maxlen``, explicit ids) plus one state hash per stream,
 then reports ``MEMORY USAGE`` of each key (``SAMPLES 0``: every entry counted) and the growth of
 ``INFO memory``'s ``used_memory``. Records have the fields and value formats of
-``monitor/service.py``'s ``_on_scored`` (a 12x12 float16 region map, the detectors' JSON, ...);
+``monitor/sinks/redis_sink.py``'s ``put_scored`` (a 12x12 float16 region map, the detectors' JSON, ...);
 values vary per record as they do in a live stream, so Redis cannot share them.
 
 The events stream (``vqmon:events``, ``redis.events_maxlen``, shared by all streams) is not
@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from monitor.redis_server import EmbeddedRedis  # noqa: E402
-from monitor.sinks.redis_sink import RedisSink, dumps_detectors, encode_map  # noqa: E402
+from monitor.sinks.redis_sink import dumps_detectors, encode_map  # noqa: E402
+from monitor.sinks.redis_writer import RedisWriter  # noqa: E402
 
 DETECTORS = ("black", "black_seconds", "freeze_db", "frozen", "freeze_seconds", "blockiness", "blur",
              "noise_sigma", "letterbox", "pillarbox")
@@ -66,7 +67,7 @@ def main() -> int:
         client = server.client()
         info = client.info("server")
         base = client.info("memory")["used_memory"]
-        sink = RedisSink(server.url, maxlen=args.maxlen)
+        sink = RedisWriter(server.url, maxlen=args.maxlen)
         sink.start()
         names = [f"cam-{i:04d}" for i in range(args.streams)]
         sink.register_streams(names)

@@ -47,6 +47,7 @@ defaults, among them the gross-damage rules that need no baseline (:mod:`monitor
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -119,11 +120,15 @@ class AlertContext:
     score: float | None = None
     worst_regions: Sequence[tuple[int, int, float]] | None = None
     frame: np.ndarray | None = None  # uint8 RGB; thumbnailed only when an event is emitted
+    frame_size: tuple[int, int] | None = None  # (width, height) of the source: ``frame`` may be squeezed
     snapshot_jpeg: bytes | None = None  # ready-made JPEG (takes precedence over frame)
 
 
-def make_thumbnail_jpeg(frame_rgb: np.ndarray, max_size: int = 320, quality: int = 75) -> bytes:
-    """Small JPEG of an RGB (or grey) uint8 frame, longest side at most ``max_size`` pixels."""
+def make_thumbnail_jpeg(frame_rgb: np.ndarray, max_size: int = 320, quality: int = 75,
+                        frame_size: tuple[int, int] | None = None) -> bytes:
+    """Small JPEG of an RGB (or grey) uint8 frame, longest side at most ``max_size`` pixels;
+    with ``frame_size`` (the source's width, height) a frame squeezed to a square (the
+    workers' pictures) gets its aspect ratio back, ``max_size`` on its longest side."""
     from PIL import Image
 
     a = np.asarray(frame_rgb)
@@ -132,6 +137,10 @@ def make_thumbnail_jpeg(frame_rgb: np.ndarray, max_size: int = 320, quality: int
     img = Image.fromarray(a[..., :3] if a.ndim == 3 else a)
     if img.mode not in ("RGB", "L"):
         img = img.convert("RGB")
+    if frame_size:
+        w, h = (max(1, int(v)) for v in frame_size)
+        scale = max_size / max(w, h)
+        img = img.resize((max(2, round(w * scale)), max(2, round(h * scale))), Image.BILINEAR)
     img.thumbnail((max_size, max_size), Image.BILINEAR)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality, optimize=False)
@@ -355,10 +364,10 @@ class AlertEngine:
         elif isinstance(context, AlertContext):
             ctx = context
         else:
-            ctx = AlertContext(**{k: context.get(k) for k in ("score", "worst_regions", "frame", "snapshot_jpeg")})
+            ctx = AlertContext(**{k: context.get(k) for k in ("score", "worst_regions", "frame", "frame_size",
+                                                              "snapshot_jpeg")})
         if ctx.score is None and values.get("score") is not None:
-            ctx = AlertContext(score=values.get("score"), worst_regions=ctx.worst_regions,
-                               frame=ctx.frame, snapshot_jpeg=ctx.snapshot_jpeg)
+            ctx = dataclasses.replace(ctx, score=values.get("score"))
         return ctx
 
     def _attach(self, events: list[AlertEvent], ctx: AlertContext) -> None:
@@ -377,7 +386,7 @@ class AlertEngine:
             ev.worst_regions = list(regions)
             if ev.kind != "resolved" and self.snapshots:
                 if jpeg is None and ctx.frame is not None:
-                    jpeg = make_thumbnail_jpeg(ctx.frame, self.snapshot_max_size)
+                    jpeg = make_thumbnail_jpeg(ctx.frame, self.snapshot_max_size, frame_size=ctx.frame_size)
                 ev.snapshot_jpeg = jpeg
 
     # -- state queries ------------------------------------------------------------------------

@@ -7,10 +7,10 @@ import sys
 
 from engines import evaluate
 
-from . import __version__, engine_command, report, score_command, service
+from . import __version__, engine_command, report, run_command, score_command
 from .jemalloc import reexec_with_jemalloc
 
-COMMANDS = (score_command, report, service, evaluate, engine_command)
+COMMANDS = (score_command, report, run_command, evaluate, engine_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

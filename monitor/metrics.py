@@ -17,16 +17,12 @@ Redis)::
     vqmon_build_info{version,model,backend}       1
     vqmon_detector_value{stream,detector}         picture and timing detector values
     vqmon_alert_active{stream,condition,severity} 1 while an alert is active
-    vqmon_redis_records_lost_total                records dropped (buffer overflow / exit)
-    vqmon_redis_buffered_records                  records waiting to be written
-    vqmon_redis_records_written_total             records acknowledged by Redis
-    vqmon_redis_up                                1 while the Redis connection works
-    vqmon_redis_write_errors                      1 while Redis rejects writes (e.g. full: OOM), else 0
-    vqmon_redis_writes_rejected_total{kind}       writes Redis rejected: record, state, event
-    vqmon_decode_to_redis_seconds                 histogram: frame decoded -> record in Redis
     vqmon_shard_info{shard,shards}                1 (shard "0", shards "1" when not sharded)
     vqmon_streams_configured                      enabled streams in the configuration
     vqmon_streams_assigned                        of those, the ones this process monitors
+
+Each sink adds its own series to the same registry: ``vqmon_redis_*``
+(``monitor.sinks.redis_writer.RedisMetrics``), ``vqmon_mqtt_*`` (``monitor.sinks.mqtt_sink``).
 """
 from __future__ import annotations
 
@@ -74,22 +70,6 @@ class Metrics:
                               ["stream", "detector"], registry=r)
         self.alert_active = Gauge("vqmon_alert_active", "1 while an alert condition is active",
                                   ["stream", "condition", "severity"], registry=r)
-        self.redis_lost = Counter("vqmon_redis_records_lost_total",
-                                  "Records never written to Redis (buffer overflow or exit)", registry=r)
-        self.redis_buffered = Gauge("vqmon_redis_buffered_records", "Records waiting to be written to Redis",
-                                    registry=r)
-        self.redis_written = Counter("vqmon_redis_records_written_total", "Records written to Redis", registry=r)
-        self.redis_up = Gauge("vqmon_redis_up", "1 while the Redis connection works", registry=r)
-        self.redis_write_errors = Gauge("vqmon_redis_write_errors",
-                                        "1 while Redis rejects writes (e.g. maxmemory reached), else 0", registry=r)
-        self.redis_rejected = Counter("vqmon_redis_writes_rejected_total",
-                                      "Writes Redis rejected (connection up), by kind: record, state, event",
-                                      ["kind"], registry=r)
-        for kind in ("record", "state", "event"):
-            self.redis_rejected.labels(kind)
-        self.decode_to_redis = Histogram("vqmon_decode_to_redis_seconds",
-                                         "Time from frame decode to its record acknowledged by Redis",
-                                         buckets=LATENCY_BUCKETS, registry=r)
         self.shard_info = Gauge("vqmon_shard_info", "This process's share of the configured streams",
                                 ["shard", "shards"], registry=r)
         self.streams_configured = Gauge("vqmon_streams_configured", "Enabled streams in the configuration",
@@ -125,7 +105,3 @@ class Metrics:
                 return
         self.alert_active.labels(*key).set(1 if active else 0)
 
-
-def sample_value(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float | None:
-    """Current value of one series (``name`` as exposed, e.g. ``vqmon_frames_scored_total``)."""
-    return registry.get_sample_value(name, labels or {})

@@ -25,6 +25,7 @@ from engines.views import InputView
 from .credentials import Scrubber
 from .sampler import Backoff
 from .stream_config import StreamConfig
+from .stream_state import StreamState
 from .worker_protocol import EXIT_ENDED, EXIT_FAILED, WorkerSpec, read_messages
 
 log = logging.getLogger(__name__)
@@ -67,19 +68,15 @@ class StreamWorker:
     """Runs and supervises the worker process of one stream (a thread in the monitor)."""
 
     def __init__(self, cfg: StreamConfig, view: InputView, listener: StreamListener,
-                 scrubber: Scrubber | None = None, python: str | None = None):
+                 scrubber: Scrubber | None = None, python: str | None = None,
+                 stream: StreamState | None = None):
         self.cfg = cfg
         self.name = cfg.name
         self.view = view
         self.listener = listener
         self.scrub = scrubber or Scrubber([cfg.url])
         self.python = python or sys.executable
-        self.state = "starting"
-        self.last_error: str | None = None
-        self.info: dict = {}
-        self.decoded = 0
-        self.fps = 0.0
-        self.reconnects = 0
+        self.stream = stream or StreamState(cfg)  # state, error, info, decoded, fps, reconnects: written here
         self.terminal = False
         self._stop = threading.Event()
         self._proc: subprocess.Popen | None = None
@@ -129,17 +126,17 @@ class StreamWorker:
     def spec(self) -> WorkerSpec:
         """What a new worker process is told: the stream's settings, typed."""
         return WorkerSpec(stream=self.cfg, view=self.view.to_meta(), replacements=self.scrub.replacements(),
-                          nvdec_failed=self.info.get("nvdec_failed"))
+                          nvdec_failed=self.stream.info.get("nvdec_failed"))
 
     # -- supervision ------------------------------------------------------------------------
     def _set_state(self, state: str, **detail: Any) -> None:
         if "error" in detail and detail["error"]:
             detail["error"] = self.scrub(detail["error"])
-            self.last_error = detail["error"]
-        changed = state != self.state
-        self.state = state
+            self.stream.error = detail["error"]
+        changed = state != self.stream.state
+        self.stream.state = state
         if state == "up":
-            self.last_error = None
+            self.stream.error = None
         if changed or detail.get("error"):
             try:
                 self.listener.on_state(self.name, state, state == "up", detail)
@@ -190,8 +187,8 @@ class StreamWorker:
                 return
             if rc == EXIT_FAILED and why is None:
                 self.terminal = True
-                if self.state != "failed":
-                    self._set_state("failed", error=self.last_error or "failed")
+                if self.stream.state != "failed":
+                    self._set_state("failed", error=self.stream.error or "failed")
                 return
             err = why or f"worker process exited unexpectedly (code {rc})"
             delay = self._respawn.next_delay()
@@ -241,7 +238,7 @@ class StreamWorker:
                 if silent > tcfg.hang:
                     self._kill(p)
                     return p.returncode, f"worker unresponsive for {silent:.0f} s (hung open or read): killed"
-                if self.state == "up" and now - self._last_progress > tcfg.stale:
+                if self.stream.state == "up" and now - self._last_progress > tcfg.stale:
                     self._set_state("stale", error=f"no frame decoded for {now - self._last_progress:.1f} s")
         try:
             rc = p.wait(5.0)
@@ -259,23 +256,23 @@ class StreamWorker:
 
     def _progress(self, decoded: int) -> None:
         now = time.monotonic()
-        if decoded > self.decoded:
-            delta = decoded - self.decoded
-            self.decoded = decoded
+        if decoded > self.stream.decoded:
+            delta = decoded - self.stream.decoded
+            self.stream.decoded = decoded
             self._last_progress = now
             self.listener.on_decoded(self.name, delta, time.time())
-            if self.state == "stale":
+            if self.stream.state == "stale":
                 self._set_state("up")
-        elif decoded < self.decoded:  # a new worker process counts from zero
-            self.decoded = decoded
+        elif decoded < self.stream.decoded:  # a new worker process counts from zero
+            self.stream.decoded = decoded
         mark = self._fps_mark
         if mark is None or decoded < mark[1]:
             self._fps_mark = (now, decoded)
         elif now - mark[0] >= 2.0:
-            self.fps = (decoded - mark[1]) / (now - mark[0])
+            self.stream.fps = (decoded - mark[1]) / (now - mark[0])
             self._fps_mark = (now, decoded)
         if now - self._last_progress > 2 * self.cfg.timeouts.stale:
-            self.fps = 0.0
+            self.stream.fps = 0.0
 
     def _handle(self, h: dict, payload: bytearray | None) -> None:
         t = h.get("t")
@@ -294,7 +291,7 @@ class StreamWorker:
             pixels = np.frombuffer(payload, dtype=np.uint8)
             img = pixels[:size * size * 3].reshape(size, size, 3)
             view = pixels[size * size * 3:].reshape(side, side, 3) if pixels.size > img.size else None
-            if self.state != "up":
+            if self.stream.state != "up":
                 self._set_state("up")
             self.listener.on_frame(FrameMessage(self.name, int(h["seq"]), float(h["pts"]), float(h["ts"]),
                                                 int(h["w"]), int(h["h"]), img, h.get("detectors"),
@@ -309,7 +306,7 @@ class StreamWorker:
             log.log(level, "stream %s: %s", self.name, self.scrub(h.get("text", "")))
         elif t == "hello":  # a new worker process: its counters start from zero
             self._decode_errors_seen = 0
-            self.decoded = 0
+            self.stream.decoded = 0
             self._fps_mark = None
 
     def _on_worker_state(self, h: dict) -> None:
@@ -317,11 +314,11 @@ class StreamWorker:
         if st == "connecting":
             self._connect_attempts += 1
             if self._connect_attempts > 1:
-                self.reconnects += 1
+                self.stream.reconnects += 1
                 self.listener.on_reconnect(self.name)
             self._set_state("connecting")
         elif st == "connected":
-            self.info = h.get("info") or {}
+            self.stream.info = h.get("info") or {}
             self._last_progress = time.monotonic()
             self._respawn.reset()
             self._set_state("up")

@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .credentials import redact_url, url_scheme
 from .detectors import DetectorSettings
 
+# what may name a stream or a sink's key prefix: safe in keys, topics, labels and URL paths
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-# stream names go into Redis keys, metric labels and the live view's URL paths: NAME_PATTERN,
-# but not only dots ("." and ".." are path segments)
+# stream names go into Redis keys, MQTT topics, metric labels and the live view's URL paths:
+# NAME_PATTERN, but not only dots ("." and ".." are path segments)
 NAME_RULE = "1-64 of A-Z a-z 0-9 _ . - (not only dots)"
 _NAME_RE = re.compile(NAME_PATTERN)
 

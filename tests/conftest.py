@@ -115,12 +115,13 @@ def rtsp_server():
 
 
 def vqmon_command() -> list[str]:
-    """``python -m monitor.cli`` once the CLI registers ``run``; else the service's own entry."""
-    r = subprocess.run([sys.executable, "-m", "monitor.cli", "run", "--help"], capture_output=True,
-                       cwd=ROOT, timeout=120)
-    if r.returncode == 0:
-        return [sys.executable, "-m", "monitor.cli"]
-    return [sys.executable, "-m", "monitor.service"]
+    """The ``vqmon`` command line, run from this checkout."""
+    return [sys.executable, "-m", "monitor.cli"]
+
+
+def redis_writer(monitor):
+    """The writer of a running Monitor's Redis sink (its buffer, connection and counters)."""
+    return next(s for s in monitor.sinks if s.name == "redis").writer
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2, message: str = "condition"):

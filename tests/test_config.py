@@ -56,7 +56,7 @@ engine: {backend: cpu, max_batch: 4}
     assert cfg.models() == ["bifusion", "glint"]
     assert cfg.redis.url is None and cfg.redis.enabled  # embedded redis by default
     assert cfg.metrics.address == ("127.0.0.1", 9108)
-    assert cfg.state_ttl(a) == 5.0 and cfg.state_ttl(b) == 6.0  # 3x interval, at least 5 s
+    assert cfg.redis.state_ttl_for(a) == 5.0 and cfg.redis.state_ttl_for(b) == 6.0  # 3x interval, at least 5 s
 
 
 def test_env_substitution_and_secrets_not_in_repr_or_summary():
@@ -147,7 +147,7 @@ def test_check_config_command(tmp_path):
     good.write_text("streams: [{name: a, url: /tmp/x.mp4}]\n")
     bad = tmp_path / "bad.yaml"
     bad.write_text("streams: [{name: a, url: /tmp/x.mp4, sample_rate: fast}]\n")
-    code = ("import argparse, sys; from monitor.service import register; p = argparse.ArgumentParser(); "
+    code = ("import argparse, sys; from monitor.run_command import register; p = argparse.ArgumentParser(); "
             "s = p.add_subparsers(dest='c'); register(s); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
     r = subprocess.run([sys.executable, "-c", code, "check-config", str(good)], capture_output=True, text=True,
                        cwd=ROOT, timeout=60)
@@ -186,7 +186,10 @@ def _args(**kw) -> argparse.Namespace:
 
 
 def test_quick_form_and_overrides(tmp_path):
-    from monitor.service import build_config, demo_sources
+    from monitor.run_command import demo_sources, run_overrides
+
+    def build_config(args):
+        return load_config(args.config, overrides=run_overrides(args))
     cfg = build_config(_args(sources=["/x/a.mp4", "rtsp://u:pw@cam/live"], sample_rate=3.0, backend="cpu",
                              redis="none", metrics="127.0.0.1:0", no_console=True))
     assert [s.name for s in cfg.streams] == ["a", "cam-live"]

@@ -9,7 +9,7 @@ import pytest
 
 from monitor.config import ConfigError, load_config, parse_config
 from monitor.preflight import input_protocols, scheme_problem
-from monitor.service import register
+from monitor.run_command import register
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "monitor" / "samples" / "bikes.mp4"

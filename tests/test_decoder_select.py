@@ -161,7 +161,7 @@ def test_worker_in_auto_mode_decodes_in_software_says_why_once(caplog):
     caplog.set_level(logging.INFO, logger="monitor.source")
     w, listener = _run_worker("auto", loop=False)
     assert listener.final == "ended" and listener.frames >= 8  # a 10 s clip at 2 samples/s
-    assert w.info["decoder"].startswith("h264 (software; h264_cuvid unavailable: ")
+    assert w.stream.info["decoder"].startswith("h264 (software; h264_cuvid unavailable: ")
     notes = [r for r in caplog.records if "NVDEC not used" in r.getMessage()]
     assert len(notes) == 1 and notes[0].levelno == logging.INFO
 
@@ -171,7 +171,7 @@ def test_stream_in_auto_mode_is_scored_by_the_model(monitor_factory, waiter):
                                       "detectors": {"enabled": False}}], "redis": {"enabled": False}})
     scored = lambda: m.metrics.registry.get_sample_value("vqmon_frames_scored_total", {"stream": "clip"}) or 0  # noqa: E731
     waiter(lambda: scored() >= 3, 60, message="3 scored frames")
-    detail = m.streams["clip"].worker.info["decoder"]
+    detail = m.streams["clip"].info["decoder"]
     assert detail == "h264_cuvid (NVDEC)" if NVDEC_ERROR is None else detail.startswith("h264 (software; ")
 
 
@@ -184,7 +184,7 @@ def test_worker_logs_the_fallback_once_across_reopens(caplog):
     w = StreamWorker(cfg, InputView(mode="resize", size=64), listener)
     w.start()
     try:  # three passes over the 250-frame file: it was reopened twice
-        wait_for(lambda: w.decoded > 600, 30, message="two reopens of the looped file")
+        wait_for(lambda: w.stream.decoded > 600, 30, message="two reopens of the looped file")
     finally:
         w.stop()
         w.join(5)
@@ -195,13 +195,13 @@ def test_worker_logs_the_fallback_once_across_reopens(caplog):
 def test_worker_in_nvdec_mode_fails_the_stream_clearly():
     w, listener = _run_worker("nvdec", timeout=30)
     assert listener.final == "failed" and w.terminal and listener.frames == 0
-    assert w.last_error.startswith("decoder nvdec: h264_cuvid unavailable: ")
+    assert w.stream.error.startswith("decoder nvdec: h264_cuvid unavailable: ")
 
 
 def test_worker_in_software_mode_says_so():
     w, listener = _run_worker("software")
     assert listener.final == "ended" and listener.frames >= 8
-    assert w.info["decoder"] == "h264 (software)"
+    assert w.stream.info["decoder"] == "h264 (software)"
 
 
 def test_config_rejects_unknown_decoder():
@@ -316,8 +316,8 @@ runpy.run_module("monitor.worker", run_name="__main__")  # what "-m monitor.work
 
 def test_worker_shows_the_mid_stream_switch_and_decodes_on(stand_in_python):
     w, listener = _run_worker("auto", python=stand_in_python, loop=False)  # one pass: no reopen to re-report
-    assert listener.final == "ended" and listener.frames >= 8 and w.decoded == 250
-    assert w.info["decoder"] == f"h264 (software; {MID_STREAM})"
+    assert listener.final == "ended" and listener.frames >= 8 and w.stream.decoded == 250
+    assert w.stream.info["decoder"] == f"h264 (software; {MID_STREAM})"
 
 
 def test_worker_notes_the_switch_once_and_keeps_software_across_reopens(stand_in_python, caplog):
@@ -328,12 +328,12 @@ def test_worker_notes_the_switch_once_and_keeps_software_across_reopens(stand_in
     w = StreamWorker(cfg, InputView(mode="resize", size=64), listener, python=stand_in_python)
     w.start()
     try:  # three passes over the 250-frame file: it was reopened twice
-        wait_for(lambda: w.decoded > 600, 30, message=f"two reopens of the looped file ({w.last_error})")
+        wait_for(lambda: w.stream.decoded > 600, 30, message=f"two reopens of the looped file ({w.stream.error})")
     finally:
         w.stop()
         w.join(5)
-    assert listener.frames > 0 and w.reconnects == 0 and w.last_error is None
-    assert w.info["decoder"] == f"h264 (software; {MID_STREAM})"
+    assert listener.frames > 0 and w.stream.reconnects == 0 and w.stream.error is None
+    assert w.stream.info["decoder"] == f"h264 (software; {MID_STREAM})"
     notes = [(r.levelno, r.getMessage()) for r in caplog.records if "decoder auto" in r.getMessage()]
     assert notes == [(logging.INFO, f"stream clip: decoder auto: software decode from now on ({MID_STREAM})")]
 
@@ -347,12 +347,12 @@ def test_a_respawned_worker_process_keeps_software_after_the_switch(stand_in_pyt
     w = StreamWorker(cfg, InputView(mode="resize", size=64), listener, python=stand_in_python)
     w.start()
     try:
-        wait_for(lambda: w.info.get("nvdec_failed") == MID_STREAM, 30, message="the mid-stream switch")
+        wait_for(lambda: w.stream.info.get("nvdec_failed") == MID_STREAM, 30, message="the mid-stream switch")
         assert w.spec().nvdec_failed == MID_STREAM  # what a respawned process is told
         first = w._proc
         first.kill()  # as the hang watchdog would
-        wait_for(lambda: w._proc is not first and w.state == "up" and w.decoded > 300, 30,
-                 message=f"a respawned worker decoding ({w.last_error})")
+        wait_for(lambda: w._proc is not first and w.stream.state == "up" and w.stream.decoded > 300, 30,
+                 message=f"a respawned worker decoding ({w.stream.error})")
     finally:
         w.stop()
         w.join(5)
@@ -360,4 +360,4 @@ def test_a_respawned_worker_process_keeps_software_after_the_switch(stand_in_pyt
     # the new process went straight to software, saying why, and never switched again
     assert msgs == [f"stream clip: decoder auto: software decode from now on ({MID_STREAM})",
                     f"stream clip: decoder auto: software decode, NVDEC not used ({MID_STREAM})"]
-    assert w.info["decoder"] == f"h264 (software; {MID_STREAM})" and w.info["nvdec_failed"] == MID_STREAM
+    assert w.stream.info["decoder"] == f"h264 (software; {MID_STREAM})" and w.stream.info["nvdec_failed"] == MID_STREAM

@@ -75,8 +75,12 @@ def exported_series() -> set[str]:
     """Series names the monitor's registry exposes (counters as ``_total``, histograms as
     ``_bucket``/``_sum``/``_count``; ``_created`` series are disabled in monitor.metrics)."""
     from monitor.metrics import Metrics
+    from monitor.sinks import SINKS, SinkContext
+    registry = Metrics().registry
+    for sink in SINKS.values():  # a sink's series are made with it (not started here)
+        sink(sink.config_class(), SinkContext(streams=[], registry=registry, scrub=str, announce=print))
     names = set()
-    for family in Metrics().registry.collect():
+    for family in registry.collect():
         names.update(family.name + s for s in _SERIES_SUFFIXES[family.type])
     return names
 
@@ -253,11 +257,13 @@ def _populated_metrics():
     m.build_info.labels("0.1.0", "bifusion", "cpu").set(1)
     m.set_detectors("cam1", {"blur": 0.3})
     m.set_alert("cam1", "frozen", "warning", True)
-    m.redis_up.set(1)
-    m.redis_buffered.set(0)
-    m.redis_written.inc(20)
-    m.redis_lost.inc(0)
-    m.decode_to_redis.observe(0.25)
+    from monitor.sinks.redis_writer import RedisMetrics
+    redis = RedisMetrics(m.registry)  # each sink's series: in its own module
+    redis.up.set(1)
+    redis.buffered.set(0)
+    redis.written.inc(20)
+    redis.lost.inc(0)
+    redis.decode_to_redis.observe(0.25)
     m.shard_info.labels("0", "1").set(1)
     m.streams_configured.set(1)
     m.streams_assigned.set(1)

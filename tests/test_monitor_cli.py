@@ -13,7 +13,8 @@ import pytest
 
 from conftest import ROOT, vqmon_command, wait_for
 from monitor.redis_server import EmbeddedRedis, free_port
-from monitor.service import demo_sources, stream_name_for
+from monitor.config import stream_name_for
+from monitor.run_command import demo_sources
 
 PASSWORD = "s3cret-Pa55"
 
@@ -174,7 +175,7 @@ def test_demo_scores_serves_the_page_and_stops_on_sigint(tmp_path):
             data = wait_for(all_scored, 180, interval=0.5, message="every demo clip scored")
             assert sorted(s["name"] for s in data["streams"]) == names and len(names) >= 2
             assert all(0 <= s["score"] <= 100 and s["state"] == "up" for s in data["streams"])
-            assert data["instance"]["redis"]["connected"] is True  # the private redis-server
+            assert data["instance"]["sinks"]["redis"]["connected"] is True  # the private redis-server
             status, ctype, page = _get(port, "/")
             assert status == 200 and ctype.startswith("text/html") and b'src="static/app.js"' in page
             proc.send_signal(signal.SIGINT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from conftest import finishes_within
+from conftest import finishes_within, redis_writer
 from monitor.redis_server import EmbeddedRedis, free_port
 
 
@@ -132,7 +132,7 @@ def test_redis_outage_is_survived_and_losses_counted(monitor_factory, samples, t
         waiter(lambda: sum(m.streams[s].scored for s in ("a", "b")) >= scored_at_down + 10
                and _value(m, "vqmon_redis_records_lost_total") >= 5, 60,
                message="scoring on through the outage and records lost from the full buffer")
-        assert m.sink.buffered <= 4
+        assert redis_writer(m).buffered <= 4
         lost_during = _value(m, "vqmon_redis_records_lost_total")
         assert _value(m, "vqmon_redis_up") == 0
         server.start()  # same port, same data
@@ -147,6 +147,6 @@ def test_redis_outage_is_survived_and_losses_counted(monitor_factory, samples, t
         assert lost >= lost_during
         assert scored == written + lost, (scored, written, lost)
         assert _value(m, "vqmon_redis_buffered_records") == 0
-        assert m.sink.stats.written == written
+        assert redis_writer(m).stats.written == written
     finally:
         server.cleanup()

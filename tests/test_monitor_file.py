@@ -11,9 +11,9 @@ import pytest
 
 from conftest import wait_for
 from monitor.config import config_from_dict
-from monitor.metrics import Metrics
 from monitor.redis_server import EmbeddedRedis
-from monitor.sinks.redis_sink import RedisSink, decode_map
+from monitor.sinks.redis_sink import decode_map
+from monitor.sinks.redis_writer import RedisMetrics, RedisWriter
 from monitor.smoothing import ScoreSmoother
 
 REQUIRED_METRICS = [
@@ -127,10 +127,11 @@ def test_unix_socket_with_auth_and_embedded_default(monitor_factory, samples, wa
 
 def test_embedded_redis_when_none_configured(monitor_factory, samples, waiter):
     m = monitor_factory({"streams": [{"name": "bikes", "url": str(samples / "bikes.mp4"), "sample_rate": 1.0}]})
-    assert m.embedded_redis is not None
-    r = m.embedded_redis.client()
+    embedded = next(s for s in m.sinks if s.name == "redis").embedded
+    assert embedded is not None
+    r = embedded.client()
     waiter(lambda: r.xlen("vqmon:bikes:records") >= 1, 30, message="records in the embedded redis")
-    proc = m.embedded_redis.proc
+    proc = embedded.proc
     m.stop()
     assert proc.poll() is not None  # the private server is gone with the monitor
 
@@ -139,7 +140,7 @@ def test_records_stream_is_trimmed_near_maxlen(redis_server):
     """``XADD MAXLEN ~ maxlen``: Redis trims whole stream nodes (``stream-node-max-entries``,
     100 by default), so a stream holds between maxlen and maxlen + 100 entries, the newest."""
     maxlen, n = 50, 600
-    sink = RedisSink(redis_server.url, maxlen=maxlen, events_maxlen=20, metrics=Metrics())
+    sink = RedisWriter(redis_server.url, maxlen=maxlen, events_maxlen=20, metrics=RedisMetrics())
     sink.start()
     try:
         for i in range(n):

@@ -46,7 +46,7 @@ def test_hls_over_http(redis_server, monitor_factory, samples, tmp_path, waiter)
         assert entries[0][1][b"frame_size"] == b"640,272"
         pts = [float(f[b"pts"]) for _, f in entries]
         assert pts == sorted(pts) and pts[-1] - pts[0] >= 1.0
-        assert m.streams["hls"].worker.info.get("codec") == "h264"
+        assert m.streams["hls"].info.get("codec") == "h264"
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -132,7 +132,7 @@ def test_udp_stream_goes_stale_when_frames_stop_and_recovers(redis_server, monit
         sender.join(10)
     rt = m.streams["udp"]
     wait_for(lambda: rt.state == "stale", 30, message="the silent stream marked stale")
-    assert up() == 0 and rt.worker.reconnects == 0  # the same worker, still listening
+    assert up() == 0 and rt.reconnects == 0  # the same worker, still listening
     assert rt.error.startswith("no frame decoded for ")
     wait_for(lambda: r.hget("vqmon:udp:state", "state") == b"stale", 10, message="stale in the state hash")
     assert r.hget("vqmon:udp:state", "up") == b"0"

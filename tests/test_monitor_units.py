@@ -14,7 +14,8 @@ from engines.views import InputView
 from monitor.batcher import Batcher
 from monitor.metrics import Metrics
 from monitor.sampler import Backoff, Pacer, Sampler
-from monitor.sinks.redis_sink import RedisSink, decode_map, dumps_detectors, encode_map
+from monitor.sinks.redis_sink import decode_map, dumps_detectors, encode_map
+from monitor.sinks.redis_writer import RedisMetrics, RedisWriter
 from monitor.source import FrameMessage
 from monitor.worker import protocol_options
 
@@ -136,8 +137,8 @@ def test_batcher_survives_engine_errors():
 
 
 def test_sink_buffer_is_bounded_and_counts_losses():
-    m = Metrics()
-    sink = RedisSink("redis://127.0.0.1:1/0", buffer_size=5, metrics=m, socket_timeout=0.2)
+    m = RedisMetrics()
+    sink = RedisWriter("redis://127.0.0.1:1/0", buffer_size=5, metrics=m, socket_timeout=0.2)
     # not started: nothing is written, the buffer keeps the newest 5
     for i in range(12):
         sink.put_record("a", {"i": str(i)}, ts=1000.0 + i)
@@ -152,8 +153,8 @@ def test_sink_buffer_is_bounded_and_counts_losses():
 
 
 def test_sink_stop_without_redis_counts_buffer_as_lost():
-    m = Metrics()
-    sink = RedisSink("redis://127.0.0.1:1/0", buffer_size=100, metrics=m, socket_timeout=0.2)
+    m = RedisMetrics()
+    sink = RedisWriter("redis://127.0.0.1:1/0", buffer_size=100, metrics=m, socket_timeout=0.2)
     sink.start()
     for i in range(3):
         sink.put_record("a", {"i": str(i)}, ts=1000.0 + i)

@@ -99,7 +99,7 @@ def test_a_splice_in_a_file_is_a_pts_jump(tmp_path, clip_ts):
 def test_the_monitors_own_loop_is_not_a_pts_jump(clip_ts):
     w, listener = _worker(clip_ts, loop=True)
     try:
-        wait_for(lambda: w.decoded >= 4 * FRAMES, 60, interval=0.05, message="four loops of the clip")
+        wait_for(lambda: w.stream.decoded >= 4 * FRAMES, 60, interval=0.05, message="four loops of the clip")
         seen = len(listener.timing)
         wait_for(lambda: len(listener.timing) > seen, 5, interval=0.05, message="a tick after them")
     finally:

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, SAMPLES, vqmon_command, wait_for
+from conftest import ROOT, SAMPLES, redis_writer, vqmon_command, wait_for
 from monitor.config import Scrubber, config_from_dict, ffmpeg_url, redact_url
 from monitor.redis_server import EmbeddedRedis, RedisServerError, free_port
 from monitor.worker import protocol_options
@@ -259,7 +259,7 @@ def test_console_table_with_a_url_password(cpu_engine, capsys, caplog, monkeypat
     m = Monitor(cfg, engines={"bifusion": cpu_engine}, announce=lambda text: None)
     m.start()
     try:
-        wait_for(lambda: m.streams["cam"].error and m.streams["cam"].worker.reconnects >= 1, 60,
+        wait_for(lambda: m.streams["cam"].error and m.streams["cam"].reconnects >= 1, 60,
                  message="the camera failing and retried")
         shown = {"console": _console_text(m, capsys)}
         shown["logs"] = caplog.text
@@ -296,9 +296,10 @@ def test_redis_password_never_shown_through_an_outage(cpu_engine, capsys, caplog
         client.close()
         redis.stop()  # the outage
         scored = m.streams["clip"].scored
-        wait_for(lambda: not m.sink.connected and m.sink.last_error and m.streams["clip"].scored >= scored + 2
-                 and m.sink.buffered >= 1, 60, message="the sink down while frames are still scored")
-        shown["sink error"] = m.sink.last_error
+        sink = redis_writer(m)
+        wait_for(lambda: not sink.connected and sink.last_error and m.streams["clip"].scored >= scored + 2
+                 and sink.buffered >= 1, 60, message="the sink down while frames are still scored")
+        shown["sink error"] = sink.last_error
         shown["header"] = m.header()
         for path in ("/api/streams", "/api/streams/clip", "/readyz", "/healthz", "/metrics"):
             shown[path] = _get_text(m, path)
@@ -309,5 +310,5 @@ def test_redis_password_never_shown_through_an_outage(cpu_engine, capsys, caplog
     shown["logs"] = caplog.text  # the stop's lost-records warning included
     assert "redis://:***@127.0.0.1" in shown["summary"]
     assert "redis: unavailable" in shown["logs"] and "redis DOWN" in shown["header"]
-    assert json.loads(shown["/api/streams"])["instance"]["redis"]["connected"] is False
+    assert json.loads(shown["/api/streams"])["instance"]["sinks"]["redis"]["connected"] is False
     _assert_no_password(shown, REDIS_PW)

@@ -10,9 +10,8 @@ import time
 import pytest
 
 from conftest import wait_for
-from monitor.metrics import Metrics, sample_value
 from monitor.redis_server import EmbeddedRedis, RedisServerError
-from monitor.sinks.redis_sink import RedisSink
+from monitor.sinks.redis_writer import RedisMetrics, RedisWriter
 
 INTERVAL = 1.0  # summary period in this test (30 s in service)
 
@@ -33,15 +32,15 @@ def full_redis():
     server.cleanup()
 
 
-def _rejected(m: Metrics, kind: str) -> float:
-    return sample_value(m.registry, "vqmon_redis_writes_rejected_total", {"kind": kind})
+def _rejected(m: RedisMetrics, kind: str) -> float:
+    return m.registry.get_sample_value("vqmon_redis_writes_rejected_total", {"kind": kind})
 
 
 def test_rejected_writes_are_counted_shown_and_logged_at_a_bounded_rate(full_redis, caplog):
     server, client = full_redis
     caplog.set_level(logging.INFO, logger="monitor.sinks")
-    m = Metrics()
-    sink = RedisSink(server.url, metrics=m, error_log_interval=INTERVAL)
+    m = RedisMetrics()
+    sink = RedisWriter(server.url, metrics=m, error_log_interval=INTERVAL)
     sink.register_streams(["cam"])
     sink.start()
     try:
@@ -57,10 +56,10 @@ def test_rejected_writes_are_counted_shown_and_logged_at_a_bounded_rate(full_red
         assert _rejected(m, "event") == sent
         # state writes merge while a round is in flight; +1: the set of stream names (SADD)
         assert 1 <= _rejected(m, "state") <= sent + 1
-        assert sample_value(m.registry, "vqmon_redis_up") == 1  # the connection works...
-        assert sample_value(m.registry, "vqmon_redis_write_errors") == 1  # ...the writes do not
+        assert m.registry.get_sample_value("vqmon_redis_up") == 1  # the connection works...
+        assert m.registry.get_sample_value("vqmon_redis_write_errors") == 1  # ...the writes do not
         assert sink.connected and "OutOfMemoryError" in sink.write_error
-        assert sample_value(m.registry, "vqmon_redis_records_lost_total") == sent
+        assert m.registry.get_sample_value("vqmon_redis_records_lost_total") == sent
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         # the first rejection, then a summary per interval: ~4 lines for ~3 * sent rejected writes
         assert 2 <= len(errors) <= 6, errors
@@ -69,7 +68,7 @@ def test_rejected_writes_are_counted_shown_and_logged_at_a_bounded_rate(full_red
 
         client.config_set("maxmemory", 0)  # room again
         sink.put_record("cam", {"score": "51"}, time.time())
-        wait_for(lambda: sample_value(m.registry, "vqmon_redis_write_errors") == 0, 10,
+        wait_for(lambda: m.registry.get_sample_value("vqmon_redis_write_errors") == 0, 10,
                  message="the write-errors state to clear")
         assert sink.write_error is None
         assert any("writes accepted again" in r.getMessage() for r in caplog.records)

@@ -184,10 +184,10 @@ def redis_with_password():
 ])
 def test_redis_authentication_is_said_in_words(redis_with_password, caplog, userinfo, expected):
     from monitor.config import Scrubber
-    from monitor.sinks.redis_sink import RedisSink
+    from monitor.sinks.redis_writer import RedisWriter
     caplog.set_level(logging.WARNING, logger="monitor.sinks")
     url = redis_with_password.url.replace("redis://", "redis://" + userinfo)
-    sink = RedisSink(url, scrub=Scrubber([url]))
+    sink = RedisWriter(url, scrub=Scrubber([url]))
     sink.register_streams(["cam"])
     sink.start()
     try:

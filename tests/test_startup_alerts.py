@@ -21,10 +21,15 @@ def monitor():
     cfg = config_from_dict({"streams": [{"name": "cam", "url": "rtsp://127.0.0.1:1/x"}],
                             "redis": {"enabled": False}, "metrics": {"enabled": False}, "console": False})
     m = Monitor(cfg, engines={}, announce=lambda text: None)
-    m._make_alerts()
     m.events = []
-    m._event = m.events.append  # what would go to Redis's events stream
+    m.publisher.event = m.events.append  # what would go to the sinks' events
     return m
+
+
+def _report(m: Monitor, state: str, up: bool, detail: dict) -> None:
+    """What the stream's supervisor thread does: its state written, then the tracker told."""
+    m.streams["cam"].state = state
+    m.tracker.on_state("cam", state, up, detail)
 
 
 def _active(m: Monitor) -> set[str]:
@@ -38,23 +43,23 @@ def _stall_metric(m: Monitor) -> float:
 def test_no_stall_before_the_first_frame(monitor):
     rt = monitor.streams["cam"]
     rt.started = time.time() - 20  # connecting for 20 s (a slow start under load)
-    monitor.on_state("cam", "connecting", False, {})
-    monitor._housekeeping()
+    _report(monitor, "connecting", False, {})
+    monitor.tracker.housekeeping()
     assert "stall" not in _active(monitor)
     assert math.isnan(_stall_metric(monitor))
 
 
 def test_a_stream_that_never_opens_is_down_not_stalled(monitor):
     monitor.streams["cam"].started = time.time() - 60
-    monitor.on_state("cam", "error", False, {"error": "cannot open: ConnectionRefusedError", "retry_in": 1.0})
-    monitor._housekeeping()
+    _report(monitor, "error", False, {"error": "cannot open: ConnectionRefusedError", "retry_in": 1.0})
+    monitor.tracker.housekeeping()
     assert [(e["condition"], e["kind"]) for e in monitor.events] == [("stream_down", "start")]
     assert "stall" not in _active(monitor)
 
 
 def test_a_stream_that_delivered_and_stopped_is_stalled(monitor):
-    monitor.on_state("cam", "up", True, {})
-    monitor.on_decoded("cam", 25, time.time() - 10)  # its last frame 10 s ago
-    monitor._housekeeping()
+    _report(monitor, "up", True, {})
+    monitor.tracker.on_decoded("cam", 25, time.time() - 10)  # its last frame 10 s ago
+    monitor.tracker.housekeeping()
     assert "stall" in _active(monitor)
     assert _stall_metric(monitor) == pytest.approx(10, abs=1)

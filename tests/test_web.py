@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import SAMPLES, wait_for
 from engines.types import RegionMap
-from monitor import service
+from monitor import service, stream_state
 from monitor.config import MetricsConfig, config_from_dict
 from monitor.redis_server import EmbeddedRedis, RedisServerError
 from monitor.service import Monitor
@@ -83,7 +83,7 @@ def live(cpu_engine):
     }, cpu_engine)
     m = run.monitor
     try:
-        wait_for(lambda: m.streams["clip"].scored >= 3 and m.streams["clip"].worker.fps > 0 and m.streams["cam"].error
+        wait_for(lambda: m.streams["clip"].scored >= 3 and m.streams["clip"].fps > 0 and m.streams["cam"].error
                  and any(a["stream"] == "clip" for a in m.active_alerts()), 60,
                  message="scores, a frame rate, the clip's alert and a down camera")
         yield m
@@ -96,7 +96,7 @@ def test_api_streams_lists_streams_and_updates(live):
     status, first = get_json(live, "/api/streams")
     assert status == 200
     inst = first["instance"]
-    assert inst["models"] == {"bifusion": "cpu"} and inst["shard"] is None and inst["redis"]["connected"] is True
+    assert inst["models"] == {"bifusion": "cpu"} and inst["shard"] is None and inst["sinks"]["redis"]["connected"] is True
     assert [s["name"] for s in first["streams"]] == ["clip", "cam"]
     clip, cam = first["streams"]
     assert clip["state"] == "up" and clip["up"] is True and clip["error"] is None
@@ -133,7 +133,7 @@ def test_api_streams_lists_streams_and_updates(live):
 
 def test_history_is_bounded_and_selectable(live):
     rt = live.streams["clip"]
-    assert rt.history.maxlen == service.HISTORY_LEN == 300
+    assert rt.history.maxlen == stream_state.HISTORY_LEN == 300
     _, two = get_json(live, "/api/streams?history=2")
     assert all(len(s["history"]["t"]) <= 2 for s in two["streams"]) and len(two["streams"][0]["history"]["t"]) == 2
     _, none = get_json(live, "/api/streams?history=0")

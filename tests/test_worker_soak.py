@@ -72,14 +72,14 @@ def test_worker_rss_stays_flat_over_loops_under_decoder_auto(clip):
     w = StreamWorker(cfg, InputView(mode="resize", size=64), listener)
     w.start()
     try:
-        wait_for(lambda: w.decoded >= WARMUP_LOOPS * FRAMES, 60, interval=0.05, message="the warm-up loops")
+        wait_for(lambda: w.stream.decoded >= WARMUP_LOOPS * FRAMES, 60, interval=0.05, message="the warm-up loops")
         pid = w._proc.pid
         base = rss_mb(pid)
-        samples = [(w.decoded / FRAMES, base)]
+        samples = [(w.stream.decoded / FRAMES, base)]
 
         def measured_all() -> bool:
-            samples.append((w.decoded / FRAMES, rss_mb(pid)))
-            return w.decoded >= (WARMUP_LOOPS + LOOPS) * FRAMES
+            samples.append((w.stream.decoded / FRAMES, rss_mb(pid)))
+            return w.stream.decoded >= (WARMUP_LOOPS + LOOPS) * FRAMES
 
         wait_for(measured_all, 150, interval=0.1, message=f"{LOOPS} more loops")
         assert w._proc.pid == pid, "the worker process was replaced during the soak"

@@ -1,4 +1,10 @@
-"""Where scored frames go: Redis (``redis_sink``)."""
-from .redis_sink import RedisSink, decode_map, encode_map
+"""Where scored frames, stream states and events go: one module per sink (``base.Sink``).
 
-__all__ = ["RedisSink", "decode_map", "encode_map"]
+``SINKS`` registers them by their configuration section; the monitor builds the enabled ones.
+"""
+from . import mqtt_sink, redis_sink
+from .base import Sink, SinkConfig, SinkContext, SinkStatus
+
+SINKS: dict[str, type[Sink]] = {sink.name: sink for sink in (redis_sink.RedisSink, mqtt_sink.MqttSink)}
+
+__all__ = ["SINKS", "Sink", "SinkConfig", "SinkContext", "SinkStatus"]

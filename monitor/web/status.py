@@ -24,7 +24,6 @@ def instance_status(monitor) -> dict[str, Any]:
     cfg = monitor.config
     shard = cfg.shard_assignment
     models = {m: str((getattr(e, "info", {}) or {}).get("backend", "unknown")) for m, e in (monitor.engines or {}).items()}
-    sink = monitor.sink
     return {
         "version": __version__,
         "now": _num(time.time(), 3),
@@ -32,15 +31,14 @@ def instance_status(monitor) -> dict[str, Any]:
         "models": models,
         "shard": ({"index": shard.index, "count": shard.count, "assigned": len(monitor.streams),
                    "configured": len(cfg.active_streams)} if shard else None),
-        "redis": ({"connected": bool(sink.connected), "buffered": int(sink.buffered), "lost": int(sink.stats.lost)}
-                  if sink is not None else None),
+        "sinks": {name: {"connected": s.connected, "buffered": s.buffered, "lost": s.lost}
+                  for name, s in monitor.publisher.statuses().items()},
     }
 
 
 def stream_status(monitor, rt, alerts: list[dict[str, Any]], history: int, detail: bool = False) -> dict[str, Any]:
-    """One stream; ``history`` = how many of the recent scores to include (0: none)."""
+    """One stream (its ``StreamState``); ``history`` = how many of the recent scores to include (0: none)."""
     name = rt.cfg.name
-    w = rt.worker
     last = rt.last_scored  # (version, ScoredFrame), replaced as a whole by the scoring thread
     out: dict[str, Any] = {
         "name": name,
@@ -55,9 +53,9 @@ def stream_status(monitor, rt, alerts: list[dict[str, Any]], history: int, detai
         "worst": _num(rt.worst),
         "scored": rt.scored,
         "dropped": rt.dropped,
-        "decoded": w.decoded if w else 0,
-        "fps": _num(w.fps if w else None),
-        "reconnects": w.reconnects if w else 0,
+        "decoded": rt.decoded,
+        "fps": _num(rt.fps if name in monitor.workers else None),
+        "reconnects": rt.reconnects,
         "alerts": [{"condition": a["condition"], "severity": a["severity"], "started_at": _num(a.get("started_at"), 3),
                     "peak": _num(a.get("peak"))} for a in alerts if a["stream"] == name],
         "thumbnail": None,

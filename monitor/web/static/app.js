@@ -26,7 +26,7 @@ function describeInstance(inst) {
   if (inst.shard) {
     parts.push(`shard ${inst.shard.index}/${inst.shard.count} (${inst.shard.assigned} of ${inst.shard.configured} streams)`);
   }
-  if (inst.redis) parts.push(inst.redis.connected ? "redis up" : "redis DOWN");
+  for (const [name, sink] of Object.entries(inst.sinks || {})) parts.push(`${name} ${sink.connected ? "up" : "DOWN"}`);
   return parts.join(" · ");
 }
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engines.backends import backend_names
+
 from . import __version__
 from .config import Config, ConfigError, Scrubber, StreamConfig, config_from_dict, stream_name_for
 from .metrics import Metrics
@@ -149,8 +151,8 @@ class Monitor(StreamListener):
         engines = {}
         e = self.config.engine
         for model in self.config.models():
-            engines[model] = QualityEngine(model=model, backend=e.backend, weights=e.weights,
-                                           max_batch=e.max_batch, **e.options)
+            engines[model] = QualityEngine(model=model, backend=e.options, weights=e.weights,
+                                           max_batch=e.max_batch, preprocess=e.preprocess)
             log.info("model %s on %s", model, engines[model].info.get("backend_detail")
                      or engines[model].info.get("backend"))
         return engines
@@ -635,7 +637,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-rate", type=float, default=None, metavar="HZ",
                    help="frames scored per second per stream (overrides the config)")
     p.add_argument("--model", default=None, help="quality model for all streams (overrides the config)")
-    p.add_argument("--backend", default=None, help="inference backend: auto, cpu, cuda, tensorrt, ...")
+    p.add_argument("--backend", default=None, choices=backend_names(), help="inference backend (overrides the config)")
     p.add_argument("--weights", default=None, help="weights file, 'default' (shipped) or 'none' (untrained)")
     p.add_argument("--max-batch", type=int, default=None, help="largest scoring batch")
     p.add_argument("--loop", action="store_true", help="quick form: loop files at EOF")

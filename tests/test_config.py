@@ -174,7 +174,7 @@ def test_check_config_models_of_old_scripts_still_checks_the_models(tmp_path, ca
     assert main(["check-config", str(bad), "--models"]) == 2
     out, err = capsys.readouterr()
     assert f"{bad}: OK" not in out
-    assert "model 'nosuch' (stream a) is not a model: use one of " + ", ".join(sorted(list_models())) in err
+    assert "streams[0] 'a'.model: 'nosuch' is not a model: use one of " + ", ".join(list_models()) in err
 
 
 def _args(**kw) -> argparse.Namespace:

@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backbone import normalize
+from ..models import list_models
 
 STAGE3_RECIPE = "stage 3: region fine-tuning on CPU, backbone frozen (engines.train.regions)"
 CELL = 32  # the map's stride: regions are whole map cells
@@ -531,7 +532,7 @@ def record_run(meta: dict, recipe: str, record: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m engines.train.regions", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, choices=("bifusion", "glint"))
+    ap.add_argument("--model", required=True, choices=list_models())
     ap.add_argument("--pack", type=Path, default=Path(".cache/trainpack"))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--weights", default="default", help="starting weights (default: the shipped ones)")
@@ -566,7 +567,7 @@ def main(argv=None) -> int:
 
 def run(args: argparse.Namespace) -> dict:
     from .. import create_model
-    from ..evaluate import compute_metrics
+    from ..metrics import compute_metrics
     from ..weights import save_weights
     from . import data as D
     from . import trainer as T

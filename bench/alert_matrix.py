@@ -55,6 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contents  # noqa: E402
 import degradations as dg  # noqa: E402
 import video_quality as vq  # noqa: E402
+from engines.backends import backend_names  # noqa: E402
+from engines.images import read_rgb  # noqa: E402
+from engines.models import list_models  # noqa: E402
 
 FPS = dg.FPS
 SEG = (8.0, 14.0)        # the content seconds that are damaged
@@ -179,11 +182,7 @@ def cycle(frames_fns: list, every: float):
 
 
 def photos(n: int) -> list[np.ndarray]:
-    out = []
-    for p in vq.pick_photos(n=max(n, 1))[:n]:
-        with Image.open(p) as im:
-            out.append(np.asarray(im.convert("RGB")))
-    return out
+    return [read_rgb(p) for p in vq.pick_photos(n=max(n, 1))[:n]]
 
 
 def damaged_contents(quick: bool) -> dict:
@@ -422,8 +421,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="bikes and one photo pan, gross damage, fewer controls")
     ap.add_argument("--rate", type=float, default=2.0)
-    ap.add_argument("--model", default="bifusion")
-    ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--model", default="bifusion", choices=list_models())
+    ap.add_argument("--backend", default="cpu", choices=backend_names())
     ap.add_argument("--config", help="vqmon YAML whose 'defaults' (alerts, detectors) apply")
     ap.add_argument("--keep", help="build the files in this folder and keep them (reused when present)")
     ap.add_argument("--json", help="write the traces and results here")

@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engines.baselines import default_cache_dir
-from engines.evaluate import FITTED_MODELS, _json_safe, evaluate_fitted, load_labelled_csv
+from engines.baselines import BASELINES
+from engines.eval_command import _json_safe
+from engines.evaluate import evaluate_fitted
+from engines.labelled import load_labelled_csv
 
 DEFAULT_CSV = ROOT.parent / "shared" / "datasets" / "livec-dev" / "labels.csv"
 
@@ -29,7 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--models", nargs="+", default=list(FITTED_MODELS), choices=FITTED_MODELS)
+    ap.add_argument("--models", nargs="+", default=list(BASELINES), choices=BASELINES)
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--frozen-size", type=int, default=None,

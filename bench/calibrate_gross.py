@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import contents  # noqa: E402
 import video_quality as vq  # noqa: E402
+from engines.images import read_rgb  # noqa: E402
 
 from monitor.detectors import FrameDetectors  # noqa: E402
 from monitor.media import detector_frame, luma_plane  # noqa: E402
@@ -101,11 +102,6 @@ def observe(vf) -> dict[str, float]:
                       luma_native=luma_plane(vf))
 
 
-def _rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
 def clean_sets(quick: bool) -> dict[str, list[tuple[str, object]]]:
     """name -> [(label, decoded VideoFrame)]."""
     photos = sorted(p for p in (SHARED / "datasets" / "pristine").rglob("*") if p.suffix.lower() in (".png", ".jpg", ".bmp", ".tif"))
@@ -113,8 +109,8 @@ def clean_sets(quick: bool) -> dict[str, list[tuple[str, object]]]:
         livec = [LIVEC / "images" / r["image"] for r in csv.DictReader(f) if float(r["mos"]) >= 70]
     if quick:
         photos, livec = photos[::10], livec[::10]
-    sets: dict[str, list] = {"pristine": [(p.stem, _frame(_rgb(p))) for p in photos],
-                             "livec": [(p.name, _frame(_rgb(p))) for p in livec]}
+    sets: dict[str, list] = {"pristine": [(p.stem, _frame(read_rgb(p))) for p in photos],
+                             "livec": [(p.name, _frame(read_rgb(p))) for p in livec]}
     clips = []
     for rel in CLIPS[:3] if quick else CLIPS:
         if (MEDIA / rel).is_file():
@@ -127,7 +123,7 @@ def clean_sets(quick: bool) -> dict[str, list[tuple[str, object]]]:
             for seed in range(2 if quick else 5):
                 syn.append((f"{name}{seed}@{h}p", _frame(fn(w, h, seed))))
     for p in photos[::8]:
-        a = _rgb(p)
+        a = read_rgb(p)
         syn.append((f"lowkey:{p.stem}", _frame(contents.low_key(a))))
         for s in (3.0, 5.0):
             syn.append((f"grain{s:g}:{p.stem}", _frame(contents.film_grain(a, s, seed=1))))

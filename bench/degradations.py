@@ -85,6 +85,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from engines.backends import backend_names  # noqa: E402
+from engines.models import list_models  # noqa: E402
 from monitor.jemalloc import reexec_with_jemalloc  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
@@ -607,8 +609,8 @@ def main() -> None:
     ap.add_argument("--length", type=float, default=6.0, help="seconds of degradation")
     ap.add_argument("--tail", type=float, default=12.0, help="clean seconds after it")
     ap.add_argument("--rate", type=float, default=2.0, help="samples per second")
-    ap.add_argument("--model", default="bifusion")
-    ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--model", default="bifusion", choices=list_models())
+    ap.add_argument("--backend", default="cpu", choices=backend_names())
     ap.add_argument("--config", help="vqmon YAML whose 'defaults' (alerts, detectors) apply to the test streams")
     ap.add_argument("--keep", help="build the test streams in this folder and keep them (reused when present)")
     ap.add_argument("--json", help="write the results, with every sample's values, here")

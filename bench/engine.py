@@ -26,7 +26,7 @@ from common import images_per_second  # noqa: E402
 
 from engines import create_model, list_models  # noqa: E402
 from engines.backbone import load_pretrained_backbone  # noqa: E402
-from engines.backends.cpu import CPUBackend  # noqa: E402
+from engines.backends.cpu import CPUBackend, CPUOptions  # noqa: E402
 from monitor.jemalloc import reexec_with_jemalloc  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def main() -> None:
         for name in args.models or list_models():
             model = create_model(name, weights=None)
             for runtime in ("torch", "onnxruntime"):
-                backend = CPUBackend(model, max_batch=b, runtime=runtime)
+                backend = CPUBackend(model, b, CPUOptions(runtime=runtime))
                 r = images_per_second(lambda: backend.infer(x), b, min_seconds=args.seconds)
                 ref = base if runtime == "torch" else base_ort
                 rows.append({"what": name, "runtime": runtime, **r,

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import percentile  # noqa: E402
 
-from engines import create_model  # noqa: E402
+from engines import create_model, list_models  # noqa: E402
 from engines.backends import BackendUnavailable, create_backend  # noqa: E402
 from engines.preprocess import DeviceBatcher, prepare_batch  # noqa: E402
 
@@ -208,7 +208,7 @@ def streams_per_gpu(report: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, nargs="+", default=None, help="default 1 8 32 (cpu: 1 4)")
-    ap.add_argument("--models", nargs="+", default=["bifusion", "glint"])
+    ap.add_argument("--models", nargs="+", default=list_models(), choices=list_models())
     ap.add_argument("--size", type=int, default=384)
     ap.add_argument("--clip", nargs="*", default=[])
     ap.add_argument("--decode-seconds", type=float, default=5.0)

@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import percentile  # noqa: E402
+from engines.backends import backend_names  # noqa: E402
+from engines.models import list_models  # noqa: E402
 from monitor.jemalloc import reexec_with_jemalloc  # noqa: E402
 
 SAMPLE_720P = ROOT / "monitor" / "samples" / "bigbuckbunny.mp4"
@@ -105,8 +107,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="measured seconds (after the warm-up)")
     ap.add_argument("--warmup", type=float, default=8.0, help="seconds ignored at the start")
     ap.add_argument("--engine-seconds", type=float, default=8.0, help="engine-only measurement time")
-    ap.add_argument("--model", default="bifusion")
-    ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--model", default="bifusion", choices=list_models())
+    ap.add_argument("--backend", default="cpu", choices=backend_names())
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--max-wait-ms", type=float, default=50.0)
     ap.add_argument("--no-detectors", action="store_true", help="turn the picture detectors off")

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engines.engine import QualityEngine  # noqa: E402
+from engines.models import list_models  # noqa: E402
 from engines.train import data as D  # noqa: E402
 from engines.train import pristine as P  # noqa: E402
 from engines.train.trainer import synthetic_test  # noqa: E402
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pack", type=Path, default=None, help="also the pack's held-out pristine images")
     ap.add_argument("--no-media", action="store_true")
     ap.add_argument("--types-per-image", type=int, default=99, help="default: every usable type")
-    ap.add_argument("--models", nargs="+", default=["bifusion", "glint"])
+    ap.add_argument("--models", nargs="+", default=list_models(), choices=list_models())
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", type=Path, default=None)

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+
+# where frames become the model's input (QualityEngine): the backend's device, the host, or the device
+Preprocess = Literal["auto", "host", "device"]
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,7 @@ class Batcher:
             engine = self.engines[model]
             t0 = time.perf_counter()
             try:
-                preds = engine.score([f.model_frame for f in frames])
+                preds = engine.score([f.model_frame for f in frames], frame_sizes=[(f.height, f.width) for f in frames])
             except Exception as e:
                 log.error("scoring a batch of %d for model %s failed: %s", len(frames), model, e)
                 for f in frames:
@@ -148,9 +148,8 @@ class Batcher:
                 log.exception("batch callback failed")
             now = time.time()
             for f, p in zip(frames, preds):
-                rm = RegionMap(p.region_map.values, f.height, f.width)
                 self.scored += 1
                 try:
-                    self.on_result(ScoredFrame(f, model, float(p.score), rm, len(frames), dt, now))
+                    self.on_result(ScoredFrame(f, model, float(p.score), p.region_map, len(frames), dt, now))
                 except Exception:
                     log.exception("stream %s: result handler failed", f.stream)

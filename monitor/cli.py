@@ -5,12 +5,12 @@ import argparse
 import logging
 import sys
 
-from engines import evaluate
+from engines import eval_command
 
 from . import __version__, engine_command, report, run_command, score_command
 from .jemalloc import reexec_with_jemalloc
 
-COMMANDS = (score_command, report, run_command, evaluate, engine_command)
+COMMANDS = (score_command, report, run_command, eval_command, engine_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,9 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
+from engines.backends import backend_names, options_class, options_union
+from engines.types import Preprocess
+
 from .config_io import ConfigError, format_validation_error, load_yaml, substitute_env  # noqa: F401
 # moved to their own modules; imported from here as before
 from .credentials import (Scrubber, ffmpeg_url, redact_url,  # noqa: F401
@@ -58,11 +61,28 @@ from .stream_config import (NAME_PATTERN, NAME_RULE, DetectorConfig, Reconnect, 
 # ------------------------------------------------------------------------------------------
 
 class EngineConfig(_Model):
-    backend: str = Field("auto", min_length=1, description="auto, cpu, cuda, tensorrt, ...")
-    weights: str | None = Field("default", description="'default' (shipped), a path, or null (untrained)")
+    backend: Literal[tuple(backend_names())] = Field("auto", description="the inference backend")
+    weights: str | None = Field("default", description="'default' (shipped), a path, or null / 'none' (untrained)")
     max_batch: int = Field(8, ge=1, le=256)
     max_wait_ms: float = Field(50.0, ge=0, le=10_000, description="wait this long to fill a batch")
-    options: dict[str, Any] = Field(default_factory=dict, description="extra backend options")
+    preprocess: Preprocess = Field(
+        "auto", description="where frames become the model's input: auto (the backend's device), host or device")
+    options: options_union() = Field(default_factory=lambda: options_class("auto")(),
+                                     description="the backend's own settings (its class in engines.backends)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tag_options(cls, data: Any) -> Any:
+        """``options`` is validated by the options class of ``backend``: its tag is set here."""
+        if not isinstance(data, dict) or not isinstance(data.get("options") or {}, dict):
+            return data
+        backend = data.get("backend", "auto")
+        if backend not in backend_names():  # reported once, under engine.backend
+            return {k: v for k, v in data.items() if k != "options"}
+        options = data.get("options") or {}
+        if options.get("backend", backend) != backend:  # (a dumped configuration repeats it)
+            raise ValueError(f"options.backend: these are the options of engine.backend ({backend})")
+        return {**data, "options": {**options, "backend": backend}}
 
 
 class MetricsConfig(_Model):
@@ -200,6 +220,10 @@ class Overrides:
     def apply(self, raw: dict[str, Any]) -> dict[str, Any]:
         """``raw`` (YAML data, not changed) with these overrides."""
         data = _deep_merge(raw, self.settings)
+        engine, file_engine = self.settings.get("engine") or {}, raw.get("engine")
+        if ("backend" in engine and "options" not in engine and isinstance(file_engine, dict)
+                and file_engine.get("backend", "auto") != engine["backend"]):
+            data["engine"].pop("options", None)  # the file's options are another backend's
         streams = list(data.get("streams") or [])
         taken = {s.get("name") for s in streams if isinstance(s, dict)}
         for src in self.sources:

@@ -8,14 +8,17 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from engines.backends import backend_names
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("engine", help="pre-build compiled engines, list the engine cache")
     sub = p.add_subparsers(dest="engine_command", required=True, metavar="ACTION")
     b = sub.add_parser("build", help="build (or load) the compiled engine of a model on a backend")
     b.add_argument("--model", default="bifusion")
-    b.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
-    b.add_argument("--weights", default="default")
+    b.add_argument("--backend", default="auto", choices=backend_names())
+    b.add_argument("--weights", default="default",
+                   help="weights file (default: the trained weights shipped with vqmon); 'none': untrained")
     b.add_argument("--max-batch", type=int, default=8)
     b.set_defaults(func=run_build, heavy=True)
     ls = sub.add_parser("list", help="show cached ONNX graphs and TensorRT engines")

@@ -1,4 +1,4 @@
-"""Reading still images and sampling frames from video files (PyAV), for scoring, and the
+"""Which files are still images, sampling frames from video files (PyAV), for scoring, and the
 picture detectors' step on a sampled frame (``detect_picture``).
 
 Video frames are resized in swscale (``frame.reformat``) straight to the model's working scale
@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import av
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from engines.views import InputView
 
@@ -38,21 +37,6 @@ class SampledFrame:
     rgb: np.ndarray      # uint8 (h, w, 3), possibly already the model's input view
     height: int          # original frame size, for region-map coordinates
     width: int
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file into uint8/uint16 (H,W[,C]) keeping its bit depth and alpha."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                return np.asarray(img, dtype=np.uint16) if img.mode != "I" else \
-                    np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
-            if img.mode not in ("L", "RGB", "RGBA"):
-                img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
-            return np.asarray(img)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise MediaError(f"cannot read image: {e}") from None
 
 
 def is_image(path: str | Path) -> bool:

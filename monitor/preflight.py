@@ -1,9 +1,7 @@
-"""What a valid configuration needs from this installation: its inference backend, its models and
-the FFmpeg protocols of its stream URLs. ``vqmon check-config`` and ``vqmon run`` (before
-anything starts) refuse a configuration that asks for what is not here.
-
-Not done when a configuration is loaded: the backend and model lists import torch (engines),
-which the decoder workers and most callers of ``monitor.config`` must not pay for.
+"""What a valid configuration needs from this installation: its models and the FFmpeg
+protocols of its stream URLs. ``vqmon check-config`` and ``vqmon run`` (before anything starts)
+refuse a configuration that asks for what is not here. (The backend is checked when the
+configuration is loaded: ``engine.backend`` takes only the names of ``engines.backends``.)
 """
 from __future__ import annotations
 
@@ -11,6 +9,8 @@ import ctypes
 import functools
 import glob
 import os
+
+from engines.models import list_models
 
 from .config import Config
 
@@ -78,21 +78,9 @@ def check(cfg: Config) -> list[str]:
 
     Enabled streams only: a disabled one is kept in the file but never opened.
     """
-    from engines.backends import BACKENDS
-    from engines.models import list_models
-
-    problems = []
-    if cfg.engine.backend not in BACKENDS:
-        problems.append(f"engine.backend: {cfg.engine.backend!r} is not a backend: use one of "
-                        f"{', '.join(BACKENDS)}")
-    known = set(list_models())
-    by_model: dict[str, list[str]] = {}
-    for s in cfg.active_streams:
-        if s.model not in known:
-            by_model.setdefault(s.model, []).append(s.name)
-    for model, names in by_model.items():
-        problems.append(f"model {model!r} (stream{'s' if len(names) > 1 else ''} {', '.join(names)}) is not "
-                        f"a model: use one of {', '.join(sorted(known))}")
+    models = list_models()
+    problems = [f"streams[{i}] {s.name!r}.model: {s.model!r} is not a model: use one of {', '.join(models)}"
+                for i, s in enumerate(cfg.streams) if s.enabled and s.model not in models]
     for i, s in enumerate(cfg.streams):
         why = scheme_problem(s.scheme) if s.enabled else None
         if why:

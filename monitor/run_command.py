@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engines.backends import backend_names
+
 from .config import Config, ConfigError, Overrides, load_config
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ def run_overrides(args: argparse.Namespace) -> Overrides:
     if args.max_batch:
         engine["max_batch"] = args.max_batch
     if args.weights:
-        engine["weights"] = None if args.weights == "none" else args.weights
+        engine["weights"] = args.weights  # "none": the untrained model (engines.models.create_model)
     if engine:
         settings["engine"] = engine
     for section, key, value in (("redis", "url", args.redis), ("metrics", "listen", args.metrics)):
@@ -65,7 +67,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-rate", type=float, default=None, metavar="HZ",
                    help="frames scored per second per stream (overrides the config)")
     p.add_argument("--model", default=None, help="quality model for all streams (overrides the config)")
-    p.add_argument("--backend", default=None, help="inference backend: auto, cpu, cuda, tensorrt, ...")
+    p.add_argument("--backend", default=None, choices=backend_names(),
+                   help="inference backend (overrides the config; the file's engine.options then go)")
     p.add_argument("--weights", default=None, help="weights file, 'default' (shipped) or 'none' (untrained)")
     p.add_argument("--max-batch", type=int, default=None, help="largest scoring batch")
     p.add_argument("--loop", action="store_true", help="quick form: loop files at EOF")

@@ -10,10 +10,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from engines.types import Prediction, RegionMap
+from engines.backends import backend_names
+from engines.images import read_image
+from engines.types import Prediction
 from engines.views import DEFAULT_DRAWS, InputView
 
-from .media import MediaError, SampledFrame, is_image, read_image, sample_video
+from .media import MediaError, SampledFrame, is_image, sample_video
 
 
 def register(subparsers) -> None:
@@ -21,9 +23,9 @@ def register(subparsers) -> None:
                               description="Score images and videos (sampled at --fps) with a quality model.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image or video files")
     p.add_argument("--model", default="bifusion", help="quality model (default: bifusion)")
-    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
+    p.add_argument("--backend", default="auto", choices=backend_names())
     p.add_argument("--weights", default="default",
-                   help="weights file (default: the trained weights shipped with vqmon)")
+                   help="weights file (default: the trained weights shipped with vqmon); 'none': untrained")
     p.add_argument("--fps", type=float, default=1.0, help="video samples per second (default 1)")
     p.add_argument("--batch", type=int, default=8, help="frames per inference batch (default 8)")
     p.add_argument("--maps", action="store_true", help="include the region map of each frame")
@@ -43,7 +45,7 @@ def _frames(path: str, fps: float, view: InputView) -> Iterator[SampledFrame]:
 
 
 def _record(path: str, frame: SampledFrame, pred: Prediction, maps: bool, video: bool) -> dict:
-    region = RegionMap(pred.region_map.values, frame.height, frame.width)
+    region = pred.region_map
     rec: dict = {"path": path, "score": round(pred.score, 2)}
     if video:
         rec.update(frame=frame.index, pts=round(frame.pts, 3) if frame.pts is not None else None)
@@ -66,9 +68,7 @@ def run_score(args: argparse.Namespace) -> int:
         err.print("[red]error:[/] --fps must be > 0")
         return 2
     try:
-        engine = QualityEngine(args.model, backend=args.backend,
-                               weights=None if args.weights == "none" else args.weights,
-                               max_batch=args.batch)
+        engine = QualityEngine(args.model, backend=args.backend, weights=args.weights, max_batch=args.batch)
     except Exception as e:  # noqa: BLE001 — any set-up failure is reported, not traced
         err.print(f"[red]error:[/] cannot start {args.model} on {args.backend}: {e}")
         return 2
@@ -89,7 +89,8 @@ def run_score(args: argparse.Namespace) -> int:
             try:
                 video = not is_image(path)
                 for batch in _batches(_frames(path, args.fps, engine.view), args.batch):
-                    preds = engine.score([f.rgb for f in batch], draws=1 if video else args.draws)
+                    preds = engine.score([f.rgb for f in batch], draws=1 if video else args.draws,
+                                         frame_sizes=[(f.height, f.width) for f in batch])
                     for f, pred in zip(batch, preds):
                         rec = _record(path, f, pred, args.maps, video)
                         if args.json:

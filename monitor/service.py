@@ -97,8 +97,8 @@ class Monitor:
             e = self.config.engine
             self.engines = {}
             for model in self.config.models():
-                self.engines[model] = QualityEngine(model=model, backend=e.backend, weights=e.weights,
-                                                    max_batch=e.max_batch, **e.options)
+                self.engines[model] = QualityEngine(model=model, backend=e.options, weights=e.weights,
+                                                    max_batch=e.max_batch, preprocess=e.preprocess)
                 log.info("model %s on %s", model, self.engines[model].info.get("backend_detail")
                          or self.engines[model].info.get("backend"))
         for model, eng in self.engines.items():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from engines import create_model
-from engines.backends import BackendUnavailable, create_backend
+from engines.backends import BACKENDS, BackendUnavailable, create_backend, options_class
 from engines.backends.cache import cache_key, weights_fingerprint
-from engines.backends.cpu import CPUBackend
+from engines.backends.cpu import CPUBackend, CPUOptions
 from engines.backends.cuda import batch_ladder, padded_size
 from engines.backends.parity import ParityError, calibration_frames, check_parity, reference_scores
 from engines.engine import QualityEngine
@@ -32,8 +32,8 @@ def calib(model):
 
 
 def test_onnxruntime_matches_torch_eager(model, calib):
-    eager = CPUBackend(model, max_batch=8, runtime="torch")
-    ort = CPUBackend(model, max_batch=8, runtime="onnxruntime")
+    eager = CPUBackend(model, 8, CPUOptions(runtime="torch"))
+    ort = CPUBackend(model, 8, CPUOptions(runtime="onnxruntime"))
     assert (eager.runtime, ort.runtime) == ("torch", "onnxruntime")
     s_eager, m_eager = eager.infer(calib)
     s_ort, m_ort = ort.infer(calib)
@@ -44,8 +44,8 @@ def test_onnxruntime_matches_torch_eager(model, calib):
 
 
 def test_batches_larger_than_max_batch_are_split(model, calib):
-    small = CPUBackend(model, max_batch=3, runtime="torch")
-    big = CPUBackend(model, max_batch=16, runtime="torch")
+    small = CPUBackend(model, 3, CPUOptions(runtime="torch"))
+    big = CPUBackend(model, 16, CPUOptions(runtime="torch"))
     s_small, m_small = small.infer(calib)
     s_big, _ = big.infer(calib)
     assert s_small.shape == (len(calib),) and m_small.shape[0] == len(calib)
@@ -59,10 +59,10 @@ def test_parity_check_rejects_a_wrong_backend(model):
 
 
 def test_onnx_export_is_cached_per_weights(model, tmp_path):
-    CPUBackend(model, runtime="onnxruntime")
+    CPUBackend(model, options=CPUOptions(runtime="onnxruntime"))
     files = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
     assert len(files) == 1
-    CPUBackend(model, runtime="onnxruntime")
+    CPUBackend(model, options=CPUOptions(runtime="onnxruntime"))
     assert list((tmp_path / "cache" / "onnx").glob("*.onnx")) == files
 
 
@@ -114,6 +114,25 @@ def test_batch_ladder():
     assert [padded_size(n, batch_ladder(8)) for n in (1, 3, 5, 8)] == [1, 4, 8, 8]
 
 
+@pytest.mark.parametrize("name", ["cuda", "tensorrt", "cpu", "auto"])
+def test_unknown_settings_are_refused_before_anything_starts(name):
+    """No backend swallows a misspelt setting: its options class names it (even without a GPU)."""
+    with pytest.raises(ValueError, match="compiled"):
+        create_backend(name, create_model("glint", weights=None), compiled=False)
+
+
+def test_each_backend_file_declares_its_registered_name():
+    assert [options_class(name)().backend for name in BACKENDS] == list(BACKENDS)
+
+
+def test_auto_runs_the_picked_backend_with_its_own_section(model):
+    backend = create_backend("auto", model, max_batch=2, cpu={"runtime": "torch", "threads": 1})
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert backend.name == expected
+    if expected == "cpu":
+        assert (backend.runtime, backend.threads) == ("torch", 1)
+
+
 def test_unknown_backend_is_named():
     with pytest.raises(ValueError, match="unknown backend 'tpu'"):
         create_backend("tpu", create_model("glint", weights=None))
@@ -130,3 +149,8 @@ def test_engine_scores_frames_of_any_shape():
         assert p.region_map.shape == (12, 12)
         assert (p.region_map.frame_height, p.region_map.frame_width) == f.shape[:2]
         assert p.region_map.values.min() - 1e-3 <= p.score <= p.region_map.values.max() + 1e-3
+    # frames that are views of larger ones: the maps cover the originals, same cells and scores
+    originals = engine.score(frames[:2], frame_sizes=[(2160, 3840), (62, 94)])
+    assert [(p.region_map.frame_height, p.region_map.frame_width) for p in originals] == [(2160, 3840), (62, 94)]
+    assert originals[0].region_map.cell_box(11, 11) == (3520, 1980, 3840, 2160)
+    np.testing.assert_allclose(originals[1].region_map.values, preds[1].region_map.values, atol=1e-3)

@@ -9,6 +9,7 @@ from scipy import ndimage, stats
 from skimage import data
 
 from engines.baselines import BASELINES, create_baseline, list_baselines
+from engines.registry import resolve
 from engines.baselines.brisque import N_FEATURES, KernelRidgeRBF, aggd_fit, brisque_features, ggd_fit, mscn
 from engines.baselines.frozen_ridge import N_FEATURES as RIDGE_FEATURES
 from engines.baselines.frozen_ridge import RidgeLOO, pool_features
@@ -41,6 +42,7 @@ def _noise(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
 
 def test_registry():
     assert list_baselines() == sorted(BASELINES)
+    assert [resolve(BASELINES[name]).name for name in BASELINES] == list(BASELINES)
     with pytest.raises(KeyError):
         create_baseline("piqe")
 

@@ -23,6 +23,11 @@ def test_build_fills_cache_and_list_shows_it(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["kind"], r["model"]) for r in rows] == [("onnx", "glint")]
     assert rows[0]["size_mb"] > 1
+    # --weights none: the untrained model, as in score and run (other weights, another graph)
+    assert main(["engine", "build", "--model", "glint", "--backend", "cpu", "--weights", "none"]) == 0
+    capsys.readouterr()
+    assert main(["engine", "list", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
 
 
 @pytest.mark.gpu

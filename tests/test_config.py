@@ -174,7 +174,7 @@ def test_check_config_models_of_old_scripts_still_checks_the_models(tmp_path, ca
     assert main(["check-config", str(bad), "--models"]) == 2
     out, err = capsys.readouterr()
     assert f"{bad}: OK" not in out
-    assert "model 'nosuch' (stream a) is not a model: use one of " + ", ".join(sorted(list_models())) in err
+    assert "streams[0] 'a'.model: 'nosuch' is not a model: use one of " + ", ".join(list_models()) in err
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -207,6 +207,17 @@ def test_quick_form_and_overrides(tmp_path):
     assert cfg.streams[0].sample_rate == 0.5 and cfg.redis.url == "unix:///tmp/r.sock"
     with pytest.raises(ConfigError, match="no stream"):
         build_config(_args())
+
+
+def test_a_backend_override_drops_the_files_backend_options(tmp_path):
+    from monitor.run_command import run_overrides
+    f = tmp_path / "c.yaml"
+    f.write_text("streams: [{name: a, url: /x.mp4}]\nengine: {backend: cuda, options: {compile: false}}\n")
+    cfg = load_config(f, overrides=run_overrides(_args(config=str(f), backend="cpu", weights="none")))
+    # cuda's options would be refused by cpu's class; "none" reaches create_model as the CLIs spell it
+    assert (cfg.engine.backend, cfg.engine.options.backend, cfg.engine.weights) == ("cpu", "cpu", "none")
+    same = load_config(f, overrides=run_overrides(_args(config=str(f), backend="cuda")))
+    assert same.engine.options.compile is False  # the same backend keeps the file's options
 
 
 def test_config_from_dict_roundtrip():

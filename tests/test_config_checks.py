@@ -63,8 +63,28 @@ def test_check_config_refuses_an_unknown_backend_and_model(tmp_path, capsys):
     path = _write(tmp_path, f"streams: [{{name: a, url: {CLIP}, model: nosuch}}]\nengine: {{backend: quantum}}\n")
     rc, err = _vqmon(capsys, "check-config", str(path))
     assert rc == 2
-    assert "engine.backend: 'quantum' is not a backend: use one of cpu, cuda, tensorrt, auto" in err
-    assert "model 'nosuch' (stream a) is not a model: use one of bifusion, glint" in err
+    assert "engine.backend: Input should be 'cpu', 'cuda', 'tensorrt' or 'auto' (got 'quantum')" in err
+    path = _write(tmp_path, f"streams: [{{name: a, url: {CLIP}}}, {{name: b, url: {CLIP}, model: nosuch}}]\n")
+    rc, err = _vqmon(capsys, "check-config", str(path))
+    assert rc == 2
+    assert "streams[1] 'b'.model: 'nosuch' is not a model: use one of bifusion, glint" in err
+    assert "streams[0]" not in err
+
+
+def test_backend_options_are_those_of_the_backend(tmp_path, capsys):
+    """Each backend takes its own options (engines.backends): a key of another backend, or a
+    misspelt one, is refused naming it; those of ``auto`` are sections per backend it may pick."""
+    for options, field in (("{threads: 2, compile: false}", "engine.options.cpu.compile"),
+                           ("{thread: 2}", "engine.options.cpu.thread")):
+        path = _write(tmp_path, f"streams: [{{name: a, url: {CLIP}}}]\nengine: {{backend: cpu, options: {options}}}\n")
+        rc, err = _vqmon(capsys, "check-config", str(path))
+        assert rc == 2 and f"{field}: unknown field" in err and "1 error(s)" in err, err
+    cfg = parse_config(f"streams: [{{name: a, url: {CLIP}}}]\n"
+                       "engine: {backend: auto, options: {cpu: {threads: 2}, cuda: {compile: false}}}\n")
+    assert (cfg.engine.options.cpu.threads, cfg.engine.options.cuda.compile) == (2, False)
+    assert parse_config(f"streams: [{{name: a, url: {CLIP}}}]\n").engine.options.backend == "auto"
+    with pytest.raises(ConfigError, match="engine.options.cpu.runtime"):
+        parse_config(f"streams: [{{name: a, url: {CLIP}}}]\nengine: {{backend: cpu, options: {{runtime: gpu}}}}\n")
 
 
 def test_run_refuses_them_before_starting_anything(tmp_path, capsys):

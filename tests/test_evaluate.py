@@ -14,15 +14,11 @@ import torch
 from PIL import Image
 from scipy import special
 
+from engines import eval_command as cli
 from engines import evaluate as ev
-from engines.evaluate import (
-    LabelError,
-    MetricWarning,
-    compute_metrics,
-    fit_logistic,
-    kfold_indices,
-    load_labelled_csv,
-)
+from engines.images import read_rgb
+from engines.labelled import LabelError, kfold_indices, load_labelled_csv
+from engines.metrics import METRIC_KEYS, MetricWarning, compute_metrics, fit_logistic
 from engines.views import InputView
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +81,7 @@ def test_ties_are_fine():
     pred = [1, 1, 2, 2, 3, 3, 3, 4]
     mos = [10, 12, 20, 25, 30, 28, 35, 50]
     m = compute_metrics(pred, mos)
-    assert all(math.isfinite(m[k]) for k in ev.METRIC_KEYS)
+    assert all(math.isfinite(m[k]) for k in METRIC_KEYS)
     assert 0.9 < m["srocc"] <= 1.0
 
 
@@ -98,7 +94,7 @@ def test_ties_are_fine():
 def test_degenerate_inputs_give_nan_with_warning(pred, mos, reason):
     with pytest.warns(MetricWarning, match=reason):
         m = compute_metrics(pred, mos)
-    assert all(math.isnan(m[k]) for k in ev.METRIC_KEYS)
+    assert all(math.isnan(m[k]) for k in METRIC_KEYS)
 
 
 def test_length_mismatch_is_an_error():
@@ -129,7 +125,7 @@ def test_csv_relative_paths_and_extra_columns(tmp_path):
     sub = ds.subset([2, 0])
     assert sub.images == ("imgs/c.png", "imgs/a.png")
     np.testing.assert_allclose(sub.mos, [30, 10])
-    img = ev.load_image(ds.paths[0])
+    img = read_rgb(ds.paths[0])
     assert img.shape == (32, 40, 3) and img.dtype == np.uint8
 
 
@@ -226,10 +222,10 @@ def _brightness_set(tmp_path, n=12):
 def test_register_adds_eval_subcommand():
     parser = argparse.ArgumentParser(prog="vqmon")
     sub = parser.add_subparsers(dest="command")
-    ev.register(sub)
+    cli.register(sub)
     args = parser.parse_args(["eval", "--csv", "x.csv", "--model", "brisque", "niqe",
                               "--model", "frozen-ridge", "--folds", "3", "--json"])
-    assert args.command == "eval" and args.func is ev.run_eval
+    assert args.command == "eval" and args.func is cli.run_eval
     assert args.models == ["brisque", "niqe", "frozen-ridge"]
     assert args.folds == 3 and args.json and args.seed == 0
     with pytest.raises(SystemExit):
@@ -245,7 +241,7 @@ def test_eval_deep_model_path(tmp_path, monkeypatch, capsys):
         return _BrightnessModel()
 
     monkeypatch.setattr(ev, "_create_model", fake_create)
-    assert ev.main(["--csv", str(csv), "--model", "bifusion", "--json", "--no-progress",
+    assert cli.main(["--csv", str(csv), "--model", "bifusion", "--json", "--no-progress",
                     "--batch-size", "5"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert seen["args"] == ("bifusion", "default")
@@ -254,7 +250,7 @@ def test_eval_deep_model_path(tmp_path, monkeypatch, capsys):
     assert r["metrics"]["n"] == 12
     assert r["metrics"]["srocc"] == pytest.approx(1.0)
     # the rich table renders too
-    assert ev.main(["--csv", str(csv), "--model", "glint", "--no-progress"]) == 0
+    assert cli.main(["--csv", str(csv), "--model", "glint", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "glint" in out and "SROCC" in out and "1.0000" in out
 
@@ -266,21 +262,21 @@ def test_eval_missing_engine_is_a_clear_error(tmp_path, monkeypatch, capsys):
         raise ImportError("No module named 'engines.models.bifusion'")
 
     monkeypatch.setattr(ev, "_create_model", missing)
-    assert ev.main(["--csv", str(csv), "--model", "bifusion", "--no-progress"]) == 1
+    assert cli.main(["--csv", str(csv), "--model", "bifusion", "--no-progress"]) == 1
     assert "not available" in capsys.readouterr().err
 
 
 def test_eval_bad_csv_exit_code(tmp_path, capsys):
     csv = tmp_path / "bad.csv"
     csv.write_text("image,quality\na.png,3\n")
-    assert ev.main(["--csv", str(csv), "--model", "brisque"]) == 2
+    assert cli.main(["--csv", str(csv), "--model", "brisque"]) == 2
     assert "missing column" in capsys.readouterr().err
-    assert ev.main(["--csv", str(tmp_path / "none.csv"), "--model", "brisque"]) == 2
+    assert cli.main(["--csv", str(tmp_path / "none.csv"), "--model", "brisque"]) == 2
 
 
 def test_eval_too_many_folds(tmp_path, capsys):
     csv = _brightness_set(tmp_path, n=4)
-    assert ev.main(["--csv", str(csv), "--model", "brisque", "--folds", "9", "--no-cache"]) == 2
+    assert cli.main(["--csv", str(csv), "--model", "brisque", "--folds", "9", "--no-cache"]) == 2
     assert "--folds" in capsys.readouterr().err
 
 
@@ -296,7 +292,7 @@ def test_eval_kfold_end_to_end_on_livec_subset(tmp_path, capsys):
     csv.write_text("\n".join(lines[:41]) + "\n")
     argv = ["--csv", str(csv), "--model", "brisque", "niqe", "frozen-ridge", "--folds", "4",
             "--seed", "1", "--json", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
-    assert ev.main(argv) == 0
+    assert cli.main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_images"] == 40 and report["folds"] == 4
     assert [r["model"] for r in report["results"]] == ["brisque", "niqe", "frozen-ridge"]
@@ -314,7 +310,7 @@ def test_eval_kfold_end_to_end_on_livec_subset(tmp_path, capsys):
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
     assert cached == ["brisque", "frozen", "niqe"]
     # a rerun reads the cache and gives the same numbers
-    assert ev.main(argv) == 0
+    assert cli.main(argv) == 0
     again = json.loads(capsys.readouterr().out)
     for r in again["results"] + report["results"]:
         r.pop("feature_seconds")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engines.engine import QualityEngine
-from engines.evaluate import load_image
+from engines.images import read_rgb
 from engines.preprocess import DeviceBatcher, FrameError, prepare_batch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ def _real_frames() -> list[np.ndarray]:
 
     if not LIVEC.is_dir():
         pytest.skip(f"{LIVEC} not present (shared datasets)")
-    frames = [load_image(p) for p in sorted(LIVEC.iterdir())[:10]]
+    frames = [read_rgb(p) for p in sorted(LIVEC.iterdir())[:10]]
     with av.open(str(ROOT / "monitor" / "samples" / "bigbuckbunny.mp4")) as c:
         for i, f in enumerate(c.decode(video=0)):
             if i % 40 == 0:

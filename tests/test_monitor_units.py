@@ -87,12 +87,13 @@ class FakeEngine:
         self.gate = gate  # when given, every batch waits for it: the test decides when scoring ends
         self.batches: list[int] = []
 
-    def score(self, frames, draws=1):
+    def score(self, frames, draws=1, frame_sizes=None):
         self.batches.append(len(frames))
         if self.gate is not None:
             assert self.gate.wait(30), "the test never released the scorer"
-        return [Prediction(float(f.mean()) / 2.55, RegionMap(np.full((3, 3), f.mean() / 2.55, np.float32), 32, 32))
-                for f in frames]
+        sizes = frame_sizes or [f.shape[:2] for f in frames]
+        return [Prediction(float(f.mean()) / 2.55, RegionMap(np.full((3, 3), f.mean() / 2.55, np.float32), h, w))
+                for f, (h, w) in zip(frames, sizes)]
 
 
 def _frame(stream: str, seq: int, value: int = 100) -> FrameMessage:
@@ -125,7 +126,7 @@ def test_batcher_batches_streams_and_keeps_only_latest_frame():
 
 def test_batcher_survives_engine_errors():
     class Broken(FakeEngine):
-        def score(self, frames):
+        def score(self, frames, **_):
             raise RuntimeError("boom")
     drops = []
     b = Batcher({"m": Broken()}, {"a": "m"}, on_drop=lambda s, r, n: drops.append(r))

@@ -195,10 +195,10 @@ def test_pack_layout_and_fidelity(dataset, tiny_pack):
     assert {r["image"] for r in rows} == set(labels)
     # the packed image is the serving-policy resize, up to a high-quality JPEG
     r = rows[5]
-    from engines.evaluate import load_image
+    from engines.images import read_rgb
 
-    want = D.resize_whole(load_image(livec / "images" / r["image"]), 64).astype(np.float64)
-    got = load_image(out / r["file"]).astype(np.float64)
+    want = D.resize_whole(read_rgb(livec / "images" / r["image"]), 64).astype(np.float64)
+    got = read_rgb(out / r["file"]).astype(np.float64)
     psnr = 10 * math.log10(255**2 / np.mean((want - got) ** 2))
     assert psnr > 35
     pk = D.load_pack(out)
@@ -235,12 +235,12 @@ def test_pack_webp_with_backbone(dataset, tmp_path):
     image_bytes = sum(p.stat().st_size for p in images)
     assert image_bytes < 0.8 * sum(p.stat().st_size for p in (tmp_path / "j").rglob("*.jpg"))
     assert m["bytes"] == sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    from engines.evaluate import load_image
+    from engines.images import read_rgb
 
     with open(out / "livec.csv", newline="") as f:
         r = list(csv.DictReader(f))[5]
-    want = D.resize_whole(load_image(livec / "images" / r["image"]), 64).astype(np.float64)
-    got = load_image(out / r["file"]).astype(np.float64)
+    want = D.resize_whole(read_rgb(livec / "images" / r["image"]), 64).astype(np.float64)
+    got = read_rgb(out / r["file"]).astype(np.float64)
     assert 10 * math.log10(255**2 / np.mean((want - got) ** 2)) > 30
     pk = D.load_pack(out)
     assert pk.livec.shape == (18, 64, 64, 3) and pk.manifest["codec"] == "webp"

@@ -1,35 +1,47 @@
-"""``auto``: the fastest backend that works here, with the reason logged."""
+"""``auto``: the fastest backend that works here, with the reason logged.
+
+Its options hold a section per backend it may pick (``cpu``, ``cuda``, ``tensorrt``); the
+picked one runs with its own section.
+"""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Literal
 
-import torch
+from .base import Backend, BackendOptions, BackendUnavailable
+from .cpu import CPUOptions
+from .cuda import CUDAOptions
+from .tensorrt import TensorRTOptions
 
-from ..models.base import QualityModel
-from .base import Backend, BackendUnavailable
+if TYPE_CHECKING:
+    from ..models.base import QualityModel
 
 log = logging.getLogger(__name__)
 
 
-def create_auto_backend(model: QualityModel, **opts) -> Backend:
-    """TensorRT on a GPU when it imports, else CUDA fp16, else CPU."""
-    reasons = []
-    if torch.cuda.is_available():
-        from .tensorrt import TensorRTBackend
-        try:
-            backend = TensorRTBackend(model, **opts)
-            backend.choice_reason = "GPU present and TensorRT importable"
-            log.info("backend auto -> tensorrt: %s", backend.choice_reason)
+class AutoOptions(BackendOptions):
+    backend: Literal["auto"] = "auto"
+    cpu: CPUOptions = CPUOptions()
+    cuda: CUDAOptions = CUDAOptions()
+    tensorrt: TensorRTOptions = TensorRTOptions()
+
+    def create(self, model: QualityModel, max_batch: int) -> Backend:
+        """TensorRT on a GPU when it imports, else CUDA fp16, else CPU."""
+        import torch
+
+        if torch.cuda.is_available():
+            try:
+                backend = self.tensorrt.create(model, max_batch)
+                backend.choice_reason = "GPU present and TensorRT importable"
+                log.info("backend auto -> tensorrt: %s", backend.choice_reason)
+                return backend
+            except BackendUnavailable as e:
+                reason = f"tensorrt unavailable ({e})"
+            backend = self.cuda.create(model, max_batch)
+            backend.choice_reason = reason
+            log.warning("backend auto -> cuda: %s", backend.choice_reason)
             return backend
-        except BackendUnavailable as e:
-            reasons.append(f"tensorrt unavailable ({e})")
-        from .cuda import CUDABackend
-        backend = CUDABackend(model, **opts)
-        backend.choice_reason = "; ".join(reasons) or "GPU present"
-        log.warning("backend auto -> cuda: %s", backend.choice_reason)
+        backend = self.cpu.create(model, max_batch)
+        backend.choice_reason = "no CUDA GPU visible to torch"
+        log.info("backend auto -> %s: %s", backend.describe(), backend.choice_reason)
         return backend
-    from .cpu import CPUBackend
-    backend = CPUBackend(model, **{k: v for k, v in opts.items() if k in ("max_batch", "runtime", "threads")})
-    backend.choice_reason = "no CUDA GPU visible to torch"
-    log.info("backend auto -> %s: %s", backend.describe(), backend.choice_reason)
-    return backend

@@ -1,16 +1,40 @@
-"""The interface every inference backend implements (one file per backend)."""
+"""The interface every inference backend implements, and the settings every backend takes.
+
+One file per backend holds its options class (a ``BackendOptions`` whose ``backend`` is the
+backend's name, the tag of the configuration's union) and its ``Backend``. Those files import
+torch and GPU packages only inside functions: the configuration reads the options classes in
+processes (the decoder workers) that must not load torch.
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
+from pydantic import BaseModel, ConfigDict
 
-from ..models.base import QualityModel
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.base import QualityModel
 
 
 class BackendUnavailable(RuntimeError):
     """This backend cannot run here (missing package, no GPU…); the message says why."""
+
+
+class BackendOptions(BaseModel):
+    """One backend's own settings; unknown keys are refused, naming them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    backend: str  # each backend narrows it to Literal["its name"]
+
+    def __str__(self) -> str:  # messages name the backend, not all its settings
+        return self.backend
+
+    def create(self, model: QualityModel, max_batch: int) -> Backend:
+        """The backend these options configure, running ``model``."""
+        raise NotImplementedError
 
 
 class Backend(ABC):
@@ -20,8 +44,8 @@ class Backend(ABC):
     scale. Batches up to ``max_batch`` are accepted; larger ones are split.
     """
 
-    name: str = ""
-    device: torch.device = torch.device("cpu")  # where inputs must be; GPU backends set their own
+    name: ClassVar[str] = ""
+    device: str | torch.device = "cpu"  # where inputs must be; GPU backends set their own
 
     def __init__(self, model: QualityModel, max_batch: int = 8):
         self.model = model.eval()

@@ -5,10 +5,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..models.base import QualityModel
+if TYPE_CHECKING:
+    from ..models.base import QualityModel
 
 
 def cache_dir(kind: str) -> Path:
@@ -33,4 +33,6 @@ def cache_key(fields: dict) -> str:
 
 
 def torch_version() -> str:
+    import torch
+
     return torch.__version__

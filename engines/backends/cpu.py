@@ -10,20 +10,37 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
+from pydantic import Field
 
-from ..models.base import QualityModel
-from .base import Backend, BackendUnavailable
+from .base import Backend, BackendOptions, BackendUnavailable
 from .cache import cache_dir, cache_key, torch_version, weights_fingerprint
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.base import QualityModel
 
 log = logging.getLogger(__name__)
 ONNX_OPSET = 18
 
 
+class CPUOptions(BackendOptions):
+    backend: Literal["cpu"] = "cpu"
+    runtime: Literal["auto", "onnxruntime", "torch"] = Field(
+        "auto", description="auto: ONNX Runtime when importable, else torch eager")
+    threads: int | None = Field(None, ge=1, description="null: one per CPU core")
+
+    def create(self, model: QualityModel, max_batch: int) -> CPUBackend:
+        return CPUBackend(model, max_batch, self)
+
+
 def export_onnx(model: QualityModel, path: Path, input_size: int) -> Path:
     """Export ``model`` with a dynamic batch axis; written atomically."""
+    import torch
+
     example = torch.zeros(2, 3, input_size, input_size)
     tmp = path.with_suffix(".tmp.onnx")
     # shapes are fixed except the batch: the tracer's "treated as a constant" notes are expected
@@ -40,18 +57,17 @@ def export_onnx(model: QualityModel, path: Path, input_size: int) -> Path:
 class CPUBackend(Backend):
     name = "cpu"
 
-    def __init__(self, model: QualityModel, max_batch: int = 8, runtime: str = "auto",
-                 threads: int | None = None):
+    def __init__(self, model: QualityModel, max_batch: int = 8, options: CPUOptions = CPUOptions()):
+        import torch
+
         super().__init__(model, max_batch)
-        if runtime not in ("auto", "onnxruntime", "torch"):
-            raise ValueError(f"cpu runtime must be auto, onnxruntime or torch, not {runtime!r}")
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = options.threads or os.cpu_count() or 1
         self.session = None
-        if runtime in ("auto", "onnxruntime"):
+        if options.runtime in ("auto", "onnxruntime"):
             try:
                 self.session = self._onnx_session()
             except ImportError as e:
-                if runtime == "onnxruntime":
+                if options.runtime == "onnxruntime":
                     raise BackendUnavailable(f"onnxruntime is not installed: {e}") from None
                 log.info("onnxruntime not importable (%s); using torch eager", e)
         self.runtime = "onnxruntime" if self.session is not None else "torch"
@@ -74,6 +90,8 @@ class CPUBackend(Backend):
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def _infer(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
         if self.session is not None:
             scores, maps = self.session.run(None, {"image": x.float().contiguous().numpy()})
             return scores.astype(np.float32), maps.astype(np.float32)

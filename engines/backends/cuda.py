@@ -7,14 +7,29 @@ instead of recompiled for every odd batch.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
+from pydantic import Field
 
-from ..models.base import QualityModel
-from .base import Backend, BackendUnavailable
+from .base import Backend, BackendOptions, BackendUnavailable
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.base import QualityModel
 
 log = logging.getLogger(__name__)
+
+
+class CUDAOptions(BackendOptions):
+    backend: Literal["cuda"] = "cuda"
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    compile: bool = Field(True, description="torch.compile with CUDA graphs; false: eager")
+    device: str = Field("cuda", description="torch device, e.g. cuda:1")
+
+    def create(self, model: QualityModel, max_batch: int) -> CUDABackend:
+        return CUDABackend(model, max_batch, self)
 
 
 def batch_ladder(max_batch: int) -> list[int]:
@@ -32,20 +47,23 @@ def padded_size(n: int, ladder: list[int]) -> int:
 class CUDABackend(Backend):
     name = "cuda"
 
-    def __init__(self, model: QualityModel, max_batch: int = 8, dtype: str = "float16",
-                 compile: bool = True, device: str = "cuda", **_ignored):
+    def __init__(self, model: QualityModel, max_batch: int = 8, options: CUDAOptions = CUDAOptions()):
+        import torch
+
         super().__init__(model, max_batch)
         if not torch.cuda.is_available():
             raise BackendUnavailable("torch sees no CUDA device")
-        self.device = torch.device(device)
-        self.dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16,
-                      "float32": torch.float32}[dtype]
+        self.device = torch.device(options.device)
+        self.dtype = getattr(torch, options.dtype)
         self.model = self.model.to(self.device, self.dtype)
         self.ladder = batch_ladder(max_batch)
-        self.compiled = compile
-        self.runner = torch.compile(self.model, mode="reduce-overhead", dynamic=False) if compile else self.model
+        self.compiled = options.compile
+        self.runner = (torch.compile(self.model, mode="reduce-overhead", dynamic=False)
+                       if options.compile else self.model)
 
     def _infer(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
         n = x.shape[0]
         b = padded_size(n, self.ladder)
         xd = x.to(self.device, non_blocking=True).to(self.dtype)
@@ -57,6 +75,8 @@ class CUDABackend(Backend):
         return scores.numpy(), maps.numpy()
 
     def describe(self) -> str:
+        import torch
+
         gpu = torch.cuda.get_device_name(self.device)
         mode = "compiled+cudagraphs" if self.compiled else "eager"
         return f"cuda ({gpu}, {str(self.dtype).removeprefix('torch.')}, {mode})"

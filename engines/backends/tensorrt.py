@@ -16,16 +16,30 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
+from pydantic import Field
 
-from ..models.base import QualityModel
-from .base import Backend, BackendUnavailable
+from .base import Backend, BackendOptions, BackendUnavailable
 from .cache import cache_dir, cache_key, torch_version, weights_fingerprint
-from .parity import ParityError, check_parity
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.base import QualityModel
 
 log = logging.getLogger(__name__)
+
+
+class TensorRTOptions(BackendOptions):
+    backend: Literal["tensorrt"] = "tensorrt"
+    min_batch: int = Field(1, ge=1, description="smallest batch of the engine's profile")
+    opt_batch: int | None = Field(None, ge=1, description="batch the engine is tuned for; null: max_batch")
+    parity_tolerance: float = Field(1.0, gt=0, description="score points a fresh engine may differ from fp32 torch")
+
+    def create(self, model: QualityModel, max_batch: int) -> TensorRTBackend:
+        return TensorRTBackend(model, max_batch, self)
 
 
 def import_torch_tensorrt():
@@ -41,6 +55,8 @@ def import_torch_tensorrt():
 
 def engine_key_fields(model: QualityModel, min_batch: int, opt_batch: int, max_batch: int,
                       trt_version: str, ttrt_version: str, device: int = 0) -> dict:
+    import torch
+
     props = torch.cuda.get_device_properties(device)
     return {"gpu": props.name, "cc": f"{props.major}.{props.minor}", "tensorrt": trt_version,
             "torch_tensorrt": ttrt_version, "torch": torch_version(), "model": model.name,
@@ -52,15 +68,17 @@ def engine_key_fields(model: QualityModel, min_batch: int, opt_batch: int, max_b
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, model: QualityModel, max_batch: int = 8, min_batch: int = 1,
-                 opt_batch: int | None = None, parity_tolerance: float = 1.0, **_ignored):
+    def __init__(self, model: QualityModel, max_batch: int = 8,
+                 options: TensorRTOptions = TensorRTOptions()):
+        import torch
+
         super().__init__(model, max_batch)
         if not torch.cuda.is_available():
             raise BackendUnavailable("torch sees no CUDA device")
         self.device = torch.device("cuda")  # where inputs go: QualityEngine preprocesses there
         self.ttrt, trt = import_torch_tensorrt()
-        self.min_batch, self.opt_batch = min_batch, opt_batch or max_batch
-        fields = engine_key_fields(model, min_batch, self.opt_batch, max_batch,
+        self.min_batch, self.opt_batch = options.min_batch, options.opt_batch or max_batch
+        fields = engine_key_fields(model, self.min_batch, self.opt_batch, max_batch,
                                    trt.__version__, self.ttrt.__version__)
         self.key = cache_key(fields)
         self.path = cache_dir("tensorrt") / f"{model.name}-{self.key}.ep"
@@ -68,9 +86,13 @@ class TensorRTBackend(Backend):
             log.info("loading cached TensorRT engine %s", self.path)
             self.module = torch.export.load(str(self.path)).module()
         else:
-            self.module = self._build(fields, parity_tolerance)
+            self.module = self._build(fields, options.parity_tolerance)
 
     def _build(self, fields: dict, tolerance: float):
+        import torch
+
+        from .parity import ParityError, check_parity
+
         s = self.input_size
         shape = lambda b: (b, 3, s, s)  # noqa: E731
         gpu_model = copy.deepcopy(self.model).cuda().half().eval()
@@ -95,6 +117,8 @@ class TensorRTBackend(Backend):
         return trt_module
 
     def _run(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
         n = x.shape[0]
         xd = x.to("cuda", torch.float16)
         if n < self.min_batch:
@@ -107,4 +131,6 @@ class TensorRTBackend(Backend):
         return self._run(x)
 
     def describe(self) -> str:
+        import torch
+
         return f"tensorrt ({torch.cuda.get_device_name()}, fp16, batch {self.min_batch}..{self.max_batch}, engine {Path(self.path).name})"

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage, special
 
-from . import RegressedBaseline, register_baseline, standardize
+from . import RegressedBaseline, standardize
 
 MSCN_SIGMA = 7.0 / 6.0
 MSCN_RADIUS = 3  # 7x7 window
@@ -58,7 +58,7 @@ def luminance(image: np.ndarray) -> np.ndarray:
     a = np.asarray(image)
     if a.ndim == 2 and np.issubdtype(a.dtype, np.floating):
         return a.astype(np.float64, copy=False)
-    from ..preprocess import to_rgb_uint8
+    from ..images import to_rgb_uint8
 
     rgb = to_rgb_uint8(a).astype(np.float64)
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
@@ -210,7 +210,6 @@ class KernelRidgeRBF:
         return self._kernel(z, self.train_, self.gamma_) @ self.coef_ + self.intercept_
 
 
-@register_baseline
 class Brisque(RegressedBaseline):
     """BRISQUE features + RBF kernel ridge regression fitted on the training images."""
 

@@ -20,7 +20,7 @@ def cross_validate(paths: Sequence[str | Path], mos: np.ndarray, splits, draws: 
     """Predictions for each ``(train, test)`` split's test images, in split order."""
     import torch
 
-    from ..evaluate import load_image
+    from ..images import read_rgb
     from ..train import native
     from ..views import InputView
 
@@ -28,7 +28,7 @@ def cross_validate(paths: Sequence[str | Path], mos: np.ndarray, splits, draws: 
                                              "--epochs", str(epochs), "--seed", str(seed)]
                                             + ([] if progress else ["--no-progress"]))
     view = InputView(mode="crops", size=args.size)
-    images = [load_image(p) for p in paths]
+    images = [read_rgb(p) for p in paths]
     mos = np.asarray(mos, dtype=np.float64)
     out = []
     for i, (train, test) in enumerate(splits):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import RegressedBaseline, register_baseline, standardize
+from . import RegressedBaseline, standardize
 
 DEPTHS = ("s4", "s8", "s16", "s32", "head")
 CHANNELS = {"s4": 24, "s8": 40, "s16": 112, "s32": 320, "head": 1280}
@@ -72,7 +72,6 @@ def pool_features(feats: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat(out, dim=1)
 
 
-@register_baseline
 class FrozenRidge(RegressedBaseline):
     """Frozen Lite0 multi-depth mean+std features + ridge regression."""
 
@@ -119,7 +118,6 @@ class FrozenRidge(RegressedBaseline):
         return RidgeLOO()
 
 
-@register_baseline
 class FrozenRidgeNative(FrozenRidge):
     """The same features with each image at its native size (no resize)."""
 

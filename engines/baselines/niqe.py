@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Baseline, register_baseline
+from . import Baseline
 from .brisque import downscale2, luminance, mscn, nss_features
 
 PATCH_SIZE = 96
@@ -117,7 +117,6 @@ def niqe_score(image: np.ndarray, model: PristineModel) -> float:
     return float(np.sqrt(max(d @ np.linalg.pinv((model.cov + cov2) / 2.0) @ d, 0.0)))
 
 
-@register_baseline
 class Niqe(Baseline):
     """NIQE (opinion-unaware) with a logistic mapping of ``-NIQE`` to MOS fitted on training data."""
 
@@ -148,7 +147,7 @@ class Niqe(Baseline):
         return np.array([[niqe_score(im, self.model)] for im in images])
 
     def fit(self, features: np.ndarray, mos: np.ndarray) -> Niqe:
-        from ..evaluate import fit_logistic
+        from ..metrics import fit_logistic
 
         self.mapping_ = fit_logistic(-np.asarray(features, dtype=np.float64)[:, 0], mos, kind="logistic4")
         return self
@@ -189,12 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from ..evaluate import load_image
+    from ..images import read_rgb
 
     if args.cmd == "fit-pristine":
         files = pristine_images(args.root)
         folders = sorted({str(p.parent.relative_to(args.root)) for p in files})
-        model = fit_pristine_model((load_image(p) for p in tqdm(files, desc="pristine", unit="img")),
+        model = fit_pristine_model((read_rgb(p) for p in tqdm(files, desc="pristine", unit="img")),
                                    patch_size=args.patch, threshold=args.threshold,
                                    meta={"source": "shared/datasets/pristine", "folders": folders})
         model.save(args.out)
@@ -202,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         model = PristineModel.load(args.model)
         for p in args.images:
-            print(f"{niqe_score(load_image(p), model):.4f}\t{p}")
+            print(f"{niqe_score(read_rgb(p), model):.4f}\t{p}")
     return 0
 
 

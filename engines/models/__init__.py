@@ -1,34 +1,34 @@
-"""Model registry: one file per architecture, ``create_model(name)`` to build one."""
+"""Model registry: one file per architecture, ``create_model(name)`` to build one.
+
+``MODELS`` is the one list of model names (the command lines and the configuration check read
+it without importing torch). Adding a model: a new file here with a factory, and one line in
+``MODELS``.
+"""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from ..registry import resolve
 
-from .base import QualityModel
+if TYPE_CHECKING:
+    from .base import QualityModel
 
 log = logging.getLogger(__name__)
 
-_REGISTRY: dict[str, Callable[..., QualityModel]] = {}
+# name -> its factory (keyword arguments go to the model class)
+MODELS = {
+    "bifusion": "engines.models.bifusion:bifusion",
+    "glint": "engines.models.glint:glint",
+}
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 # heads of an untrained model are initialised from this seed so untrained runs are repeatable
 UNTRAINED_SEED = 0
 
 
-def register_model(name: str):
-    def deco(factory: Callable[..., QualityModel]):
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = factory
-        return factory
-    return deco
-
-
 def list_models() -> list[str]:
-    _import_architectures()
-    return sorted(_REGISTRY)
+    return sorted(MODELS)
 
 
 def shipped_weights(name: str) -> Path:
@@ -40,21 +40,23 @@ def create_model(name: str, weights: str | Path | None = "default", **kwargs) ->
 
     ``weights``: ``"default"`` loads the weights shipped in ``engines/weights/NAME.pt`` when
     present (otherwise the model stays untrained and says so in ``model.trained``); a path
-    loads that file strictly; ``None`` gives the untrained model (ImageNet backbone, seeded
-    random heads).
+    loads that file strictly; ``None`` or ``"none"`` (the command lines' spelling) gives the
+    untrained model (ImageNet backbone, seeded random heads).
     """
+    import torch
+
     from ..weights import load_weights
 
-    _import_architectures()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    factory = resolve(MODELS[name])
     path = None
     if weights == "default":
         path = shipped_weights(name)
         if not path.exists():
             log.warning("no trained weights shipped for %s: scores are NOT meaningful", name)
             path = None
-    elif weights is not None:
+    elif weights is not None and weights != "none":
         path = Path(weights)
     if path is not None:
         # the file holds the whole backbone: reading the ImageNet weights first would be wasted
@@ -62,12 +64,8 @@ def create_model(name: str, weights: str | Path | None = "default", **kwargs) ->
         kwargs.setdefault("pretrained", False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_SEED)
-        model = _REGISTRY[name](**kwargs)
+        model = factory(**kwargs)
     if path is not None:
         load_weights(model, path)
     return model.eval()
 
-
-def _import_architectures() -> None:
-    # importing registers; kept lazy so ``engines`` imports fast
-    from . import bifusion, glint  # noqa: F401

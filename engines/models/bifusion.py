@@ -46,7 +46,6 @@ from ..layers import (
     WindowAttention,
     init_weights,
 )
-from . import register_model
 from .base import QualityModel
 
 TAPS = ("s4", "s8", "s16", "s32")
@@ -162,7 +161,6 @@ class BiFusionIQA(QualityModel):
         return self.head(tokens.transpose(1, 2).reshape(b, c, h, w))
 
 
-@register_model("bifusion")
 def bifusion(**kwargs) -> BiFusionIQA:
     """Model A; keyword arguments go to ``BiFusionIQA`` (``pretrained=False`` skips reading
     the ImageNet backbone weights, e.g. when trained weights are loaded right after)."""

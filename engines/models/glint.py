@@ -44,7 +44,6 @@ from ..layers import (
     SpatialInteraction,
     init_weights,
 )
-from . import register_model
 from .base import QualityModel
 
 
@@ -158,7 +157,6 @@ class GlintIQA(QualityModel):
         return self.head(z)
 
 
-@register_model("glint")
 def glint(**kwargs) -> GlintIQA:
     """Model B; keyword arguments go to ``GlintIQA`` (``pretrained=False`` skips reading the
     ImageNet backbone weights, e.g. when trained weights are loaded right after)."""

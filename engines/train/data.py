@@ -116,10 +116,10 @@ def encode_image(rgb: np.ndarray, codec: str, quality: int, subsampling: int) ->
 # =========================================================================== packing
 
 def _pack_livec_one(job) -> tuple[str, bytes]:
-    from ..evaluate import load_image  # as the evaluation reads them: RGB, no EXIF turn
+    from ..images import read_rgb  # as the evaluation reads them: RGB, no EXIF turn
 
     src, size, codec, quality, subsampling = job
-    return src, encode_image(resize_whole(load_image(src), size), codec, quality, subsampling)
+    return src, encode_image(resize_whole(read_rgb(src), size), codec, quality, subsampling)
 
 
 def _pack_pristine_one(job) -> tuple[str, bytes]:
@@ -313,10 +313,10 @@ def synthetic_holdout(n: int, seed: int = 0, share: float = 0.15) -> np.ndarray:
 
 
 def _decode_resized(job) -> np.ndarray:
-    from ..evaluate import load_image
+    from ..images import read_rgb
 
     path, size = job
-    img = load_image(path)
+    img = read_rgb(path)
     if img.shape[0] != size or img.shape[1] != size:
         img = resize_whole(img, size)
     return img

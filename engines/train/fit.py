@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models import list_models
+
 log = logging.getLogger("engines.train.fit")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +48,7 @@ OUT_FILE_LIMIT = 15 * 2**20  # files fetched back from a device run: 16 MiB each
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engines.train.fit", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="bifusion or glint")
+    p.add_argument("--model", required=True, choices=list_models())
     p.add_argument("--pack", default=".cache/trainpack", help="training pack folder")
     p.add_argument("--out", default=None, help="results folder (default .cache/runs/NAME-DATE)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
@@ -118,7 +120,7 @@ def apply_tiny(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 # =========================================================================== helpers
 
 def _metrics(pred, mos) -> dict:
-    """``engines.evaluate.compute_metrics`` (SROCC, PLCC after the 5-parameter logistic, ...);
+    """``engines.metrics.compute_metrics`` (SROCC, PLCC after the 5-parameter logistic, ...);
     plain Spearman/Pearson where that cannot run (tiny sets)."""
     import warnings
 
@@ -126,7 +128,7 @@ def _metrics(pred, mos) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            from ..evaluate import compute_metrics
+            from ..metrics import compute_metrics
 
             m = compute_metrics(pred, mos)
             return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in m.items()}
@@ -142,7 +144,7 @@ def _metrics(pred, mos) -> dict:
 
 def _kfold(n: int, k: int, seed: int):
     try:
-        from ..evaluate import kfold_indices
+        from ..labelled import kfold_indices
     except ImportError:  # pragma: no cover
         perm = np.random.default_rng(seed).permutation(n)
         chunks = np.array_split(perm, k)
@@ -631,10 +633,6 @@ def main(argv=None) -> int:
     if args.tiny:
         apply_tiny(args, parser)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from .. import list_models
-
-    if args.model not in list_models():
-        parser.error(f"unknown model {args.model!r}; available: {', '.join(list_models())}")
     if args.folds == 1 or args.folds < 0:
         parser.error("--folds must be 0 (no cross-validation) or at least 2")
     if not args.folds and not args.final:

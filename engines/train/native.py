@@ -13,7 +13,7 @@ same way, end to end, backbone included (docs/training.md §9):
   model's auxiliary loss (bifusion's MoE balance);
 - test: the mean score over ``--test-draws`` seeded views per image.
 
-Folds are ``engines.evaluate.kfold_indices`` (the model card's). A checkpoint is written after
+Folds are ``engines.labelled.kfold_indices`` (the model card's). A checkpoint is written after
 every epoch and ``--resume`` continues a run from it; progress bars show the epochs.
 """
 from __future__ import annotations
@@ -31,7 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbone import EfficientNetLite0, load_pretrained_backbone, normalize
-from ..evaluate import compute_metrics, kfold_indices, load_image, load_labelled_csv
+from ..images import read_rgb
+from ..labelled import kfold_indices, load_labelled_csv
+from ..metrics import compute_metrics
+from ..models import list_models
 from ..views import InputView
 from .trainer import find_backbone, pairwise_rank_loss, param_groups, plcc_loss, set_train_mode
 
@@ -219,7 +222,7 @@ def train(model: nn.Module, images: list[np.ndarray], mos: np.ndarray, idx: np.n
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engines.train.native", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="bifusion, glint or plain")
+    p.add_argument("--model", required=True, help=f"{', '.join(list_models())} or plain")
     p.add_argument("--init", default="shipped", help="shipped, imagenet, or a weights file")
     p.add_argument("--csv", default=str(DEFAULT_CSV), help="labelled set (image,mos CSV)")
     p.add_argument("--view", default="fragments", choices=("fragments", "crops"))
@@ -265,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     view = InputView(mode=args.view, grid=args.grid, patch=args.patch, size=args.size)
     data = load_labelled_csv(args.csv)
     n = len(data) if args.limit is None else min(args.limit, len(data))
-    images = [load_image(p) for p in data.paths[:n]]
+    images = [read_rgb(p) for p in data.paths[:n]]
     mos = np.asarray(data.mos[:n], dtype=np.float64)
     results_path = out / f"{args.model}_results.json"
     results = json.loads(results_path.read_text()) if args.resume and results_path.exists() else {}

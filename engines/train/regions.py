@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backbone import normalize
+from ..models import list_models
 
 STAGE3_RECIPE = "stage 3: region fine-tuning on CPU, backbone frozen (engines.train.regions)"
 CELL = 32  # the map's stride: regions are whole map cells
@@ -245,12 +246,13 @@ def build_cache(model, pristine: np.ndarray, src_idx: np.ndarray, livec: np.ndar
 def native_livec_views(names: list[str], view, seed: int) -> np.ndarray:
     """The pack's livec images (stored squeezed to the pack size) read again at their native
     size from the dataset they came from, one seeded view each, in the pack's order."""
-    from ..evaluate import load_image, load_labelled_csv
+    from ..images import read_rgb
+    from ..labelled import load_labelled_csv
     from .native import DEFAULT_CSV
 
     labelled = load_labelled_csv(DEFAULT_CSV)
     paths = dict(zip(labelled.images, labelled.paths))
-    return np.stack([view(load_image(paths[n]), draw=seed * 100003 + i) for i, n in enumerate(names)])
+    return np.stack([view(read_rgb(paths[n]), draw=seed * 100003 + i) for i, n in enumerate(names)])
 
 
 class _Concat:
@@ -551,7 +553,7 @@ def record_run(meta: dict, recipe: str, record: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m engines.train.regions", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, choices=("bifusion", "glint"))
+    ap.add_argument("--model", required=True, choices=list_models())
     ap.add_argument("--pack", type=Path, default=Path(".cache/trainpack"))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--weights", default="default", help="starting weights (default: the shipped ones)")
@@ -586,7 +588,7 @@ def main(argv=None) -> int:
 
 def run(args: argparse.Namespace) -> dict:
     from .. import create_model
-    from ..evaluate import compute_metrics
+    from ..metrics import compute_metrics
     from ..weights import save_weights
     from . import data as D
     from . import trainer as T

@@ -18,6 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from engines.backends import backend_names
+
 from .. import __version__
 from ..alerts import SEVERITIES
 
@@ -46,7 +48,7 @@ def register(subparsers) -> None:
                    help=f"samples per second of media time (default: the config's sample_rate, "
                         f"else {DEFAULT_RATE:g})")
     p.add_argument("--model", default=None, help="quality model (default: the config's, else bifusion)")
-    p.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "tensorrt"],
+    p.add_argument("--backend", default=None, choices=backend_names(),
                    help="inference backend (default: the config's, else auto)")
     p.add_argument("--weights", default=None, help="weights file, 'default' or 'none' (untrained)")
     p.add_argument("--batch", type=int, default=None, help="frames per inference batch (default 8)")
@@ -93,7 +95,7 @@ def run_report(args: argparse.Namespace) -> int:
     except ValueError as e:
         err.print(f"[red]error:[/] {e}")
         return 2
-    model, backend, weights, batch, options = "bifusion", "auto", "default", 8, {}
+    model, backend, weights, batch, preprocess = "bifusion", "auto", "default", 8, "auto"
     rate, rules, detectors, rules_from = DEFAULT_RATE, default_rules(), DetectorConfig(), "defaults"
     if args.config:
         try:
@@ -104,7 +106,7 @@ def run_report(args: argparse.Namespace) -> int:
         d = cfg.defaults
         model, rate, rules, detectors = d.model, d.sample_rate, d.alert_rules(), d.detectors
         e = cfg.engine
-        backend, weights, batch, options = e.backend, e.weights or "none", e.max_batch, dict(e.options)
+        backend, weights, batch, preprocess = e.options, e.weights or "none", e.max_batch, e.preprocess
         rules_from = f"defaults + {Path(args.config).name}"
     model = args.model or model
     backend = args.backend or backend
@@ -118,8 +120,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     from engines.engine import QualityEngine  # heavy import: only once the arguments are fine
     try:
-        engine = QualityEngine(model, backend=backend, weights=None if weights == "none" else weights,
-                               max_batch=batch, **options)
+        engine = QualityEngine(model, backend=backend, weights=weights, max_batch=batch, preprocess=preprocess)
     except Exception as e:  # noqa: BLE001 -- any set-up failure is reported, not traced
         err.print(f"[red]error:[/] cannot start {model} on {backend}: {e}")
         return 2

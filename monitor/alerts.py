@@ -168,25 +168,6 @@ class AlertEngine:
     def rules_for(self, stream: str) -> list[AlertRule]:
         return self._stream_rules.get(stream, self.rules)
 
-    def set_stream_rules(self, stream: str, rules: Iterable[AlertRule] | None, t: float | None = None
-                         ) -> list[AlertEvent]:
-        """Replace a stream's rules (None: back to the engine's). Active alerts whose rule
-        changed or vanished are resolved (events returned) and their state reset."""
-        old = {r.condition: r for r in self.rules_for(stream)}
-        if rules is None:
-            self._stream_rules.pop(stream, None)
-        else:
-            self._stream_rules[stream] = list(rules)
-        new = {r.condition: r for r in self.rules_for(stream)}
-        events: list[AlertEvent] = []
-        states = self._states.get(stream, {})
-        for cond in list(states):
-            if new.get(cond) != old.get(cond):
-                st = states.pop(cond)
-                if st.phase == "active" and cond in old:
-                    events.append(self._resolved(stream, old[cond], st, t, "rule changed"))
-        return events
-
     # -- main entry ---------------------------------------------------------------------------
     def update(self, stream: str, values: Mapping[str, float], t: float,
                context: AlertContext | Mapping[str, Any] | None = None) -> list[AlertEvent]:

@@ -16,7 +16,7 @@ Layout (every key optional except ``streams``; see ``deploy/vqmon.example.yaml``
       - name: cam1     # [A-Za-z0-9_.-]{1,64}, not only dots: used in Redis keys, metric labels, URLs
         url: rtsp://viewer:${CAM1_PASSWORD}@10.0.0.5/stream1
         sample_rate: 2 # any key of ``defaults`` can be overridden here
-    engine:  {backend: auto, weights: default, max_batch: 8, max_wait_ms: 50, options: {}}
+    engine:  {backend: auto, weights: default, max_batch: 8, max_wait_ms: 50, preprocess: auto, options: {}}
     redis:   {url: null (= start a private redis-server), maxlen: 10000, buffer_size: 10000, ...}
     mqtt:    {enabled: false, host: 127.0.0.1, port: 1883, topic_prefix: vqmon, qos: 1, ...}
     metrics: {listen: "127.0.0.1:9108"}

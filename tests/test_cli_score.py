@@ -79,8 +79,16 @@ def test_table_output_and_untrained_warning(images, capsys):
     assert "untrained" in err.lower()
 
 
-def test_bad_weights_file_is_a_clear_error(images, tmp_path, capsys):
-    astronaut, _, garbage = images
+# seeds whose 2000 random bytes make torch.load fail with, in order: UnpicklingError, IndexError,
+# UnicodeDecodeError, KeyError (found by trying seeds; each once failed as an unexplained crash)
+_GARBAGE_SEEDS = (0, 17, 54, 62)
+
+
+@pytest.mark.parametrize("seed", _GARBAGE_SEEDS)
+def test_bad_weights_file_is_a_clear_error(images, tmp_path, capsys, seed):
+    astronaut, _, _ = images
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(np.random.default_rng(seed).bytes(2000))
     assert main(["score", "--backend", "cpu", "--weights", str(garbage), str(astronaut)]) == 2
     assert "corrupt" in capsys.readouterr().err
 

@@ -33,11 +33,11 @@ class Publisher:
     def statuses(self) -> dict[str, SinkStatus]:
         return {sink.name: sink.status() for sink in self.sinks}
 
-    def scored(self, st: StreamState, scored) -> None:
+    def scored(self, st: StreamState, scored, worst_cell: tuple[int, int]) -> None:
         for sink in self.sinks:
             sink.put_scored(scored, st.smoothed)
         f, rm = scored.frame, scored.region_map
-        row, col, _ = rm.worst(1)[0]
+        row, col = worst_cell
         self.state(st, up=st.state == "up", ts=f.ts, pts=f.pts, score=scored.score, score_smoothed=st.smoothed,
                    worst=st.worst, worst_box=rm.cell_box(row, col), frame_size=(f.width, f.height))
 

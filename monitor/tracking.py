@@ -101,7 +101,8 @@ class StreamTracker(StreamListener):
     def on_scored(self, r) -> None:
         f, rm = r.frame, r.region_map
         st = self.streams[f.stream]
-        worst = rm.worst(1)[0][2]
+        top = rm.worst(3)
+        worst = top[0][2]
         st.scored += 1
         st.score, st.worst = r.score, worst
         st.smoothed = st.smoother.update(f.ts, r.score)
@@ -112,8 +113,8 @@ class StreamTracker(StreamListener):
         m.quality_smoothed.labels(f.stream).set(st.smoothed)
         m.worst_region.labels(f.stream).set(worst)
         m.scored.labels(f.stream).inc()
-        self.publisher.scored(st, r)
-        self.alerts.update(st, {"score": r.score, "worst_region": worst}, worst_regions=rm.worst(3),
+        self.publisher.scored(st, r, worst_cell=top[0][:2])
+        self.alerts.update(st, {"score": r.score, "worst_region": worst}, worst_regions=top,
                            image=f.image, frame_size=(f.width, f.height))
 
     # -- housekeeping (the monitor's loop, about twice a second) --------------------------------

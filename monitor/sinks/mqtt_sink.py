@@ -190,12 +190,11 @@ class MqttSink(Sink):
         self.metrics.up.set(0)
         with self._lock:
             self._settle()
-            for _, kind in self._inflight:
-                self._count_lost(kind, 1)
+            left = len(self._inflight) + len(self._events) + len(self._dirty)
+            self._lose_inflight()
             self._count_lost("event", len(self._events))
             self._count_lost("state", len(self._dirty))
-            left = len(self._inflight) + len(self._events) + len(self._dirty)
-            self._inflight.clear(), self._events.clear(), self._dirty.clear()
+            self._events.clear(), self._dirty.clear()
         if left:
             log.warning("mqtt: %d message(s) could not be published before exit", left)
         self.metrics.buffered.set(0)
@@ -240,9 +239,7 @@ class MqttSink(Sink):
             with self._lock:
                 self._settle()
                 if self._broken and self.config.qos == 0:  # QoS 0: what was on the broken connection is gone
-                    for _, kind in self._inflight:
-                        self._count_lost(kind, 1)
-                    self._inflight.clear()
+                    self._lose_inflight()
                 self._broken = False
             if self.connected:
                 self._send()
@@ -291,6 +288,12 @@ class MqttSink(Sink):
             else:
                 waiting.append((info, kind))
         self._inflight = waiting
+
+    def _lose_inflight(self) -> None:
+        """Count the unacknowledged messages as lost (lock held)."""
+        for _, kind in self._inflight:
+            self._count_lost(kind, 1)
+        self._inflight.clear()
 
     def _count_lost(self, kind: str, n: int) -> None:
         if n:

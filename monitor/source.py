@@ -122,6 +122,13 @@ class StreamWorker:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def pid(self) -> int | None:
+        """The running worker process's pid (for memory figures), None between processes."""
+        with self._lock:
+            p = self._proc
+        return p.pid if p is not None and p.poll() is None else None
+
     # -- spec -------------------------------------------------------------------------------
     def spec(self) -> WorkerSpec:
         """What a new worker process is told: the stream's settings, typed."""

@@ -407,6 +407,22 @@ def _die_with_parent() -> None:
         pass
 
 
+def lower_priority(nice: int) -> None:
+    """Run at ``nice`` (0-19) relative to the monitor.
+
+    A worker has its own session, so where the kernel groups processes by session
+    (``/proc/sys/kernel/sched_autogroup_enabled``) its nice value alone would not weigh
+    against the scorer: the session group's nice is set too."""
+    if nice <= 0:
+        return
+    os.nice(nice)
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(nice))
+    except OSError:  # no autogroups (kernel option off), or not allowed: the nice value still holds
+        pass
+
+
 def worker_main() -> int:
     """Entry point of ``python -m monitor.worker``: spec on stdin, messages on stdout."""
     proto_fd = os.dup(1)
@@ -416,6 +432,7 @@ def worker_main() -> int:
     _die_with_parent()
     spec = WorkerSpec.from_line(sys.stdin.readline())
     sys.stdin.close()
+    lower_priority(spec.stream.nice)
     chan = Channel(proto_fd)
     chan.send({"t": "hello", "pid": os.getpid()})
     try:

@@ -73,8 +73,10 @@ class _Worker:
         self.scrub = Scrubber.from_replacements(spec.replacements)
         self.sampler = Sampler(cfg.sample_interval)
         self.mode = DecodeMode(cfg.decode, cfg.sample_interval)
-        self._settling = False  # back to all frames mid-GOP: errors until the next key frame are ours
+        # back to all frames mid-GOP: errors until the next key frame (or clean picture) are ours
+        self._settling = False
         self._first_packet_t: float | None = None
+        self._last_packet_t: float | None = None  # a file's last packet on the monitor's clock
         self._codec_context = None
         det = cfg.detectors
         self.det_enabled = det.enabled
@@ -185,7 +187,10 @@ class _Worker:
                 if self.decoded == decoded_before:
                     err = "no decodable video frame in the input"
                 elif self.is_file and self.loop:
-                    self.t_offset = (self.last_t if self.last_t is not None else 0.0) + self.frame_step
+                    # the file's end: its last packet, later than its last decoded frame when
+                    # only key frames were decoded
+                    end = max(t for t in (self.last_t, self._last_packet_t, 0.0) if t is not None)
+                    self.t_offset = end + self.frame_step
                     self.backoff.reset()
                     silent_reopen = True
                     self.state("looping")
@@ -274,6 +279,8 @@ class _Worker:
             self._on_packet(packet, decoder, info)
             try:
                 frames = decoder.decode(packet)
+                if self.mode.keyframes_only and packet.is_keyframe:
+                    frames = [*frames, *self._drain(decoder, packet)]
             except (av.InvalidDataError, av.error.PatchWelcomeError, av.error.BugError) as e:
                 self.decode_errors += 1
                 if self.timing_det is not None and not self._settling:
@@ -314,6 +321,8 @@ class _Worker:
                         self.timing_det.on_frame(pts, wall)
                     if frame.is_corrupt and not self._settling:  # decoded with errors (concealed)
                         self.timing_det.on_decode_error(wall)
+                if not frame.is_corrupt:  # a clean picture again (a stream without key frames)
+                    self._settling = False
                 take = self.sampler.take(clock)
                 if self.det_sampler is not None:
                     det = self.det_sampler.take(clock)
@@ -333,7 +342,7 @@ class _Worker:
         if media_t is not None and self.is_file:  # the monitor's clock: on across loops
             if self._first_packet_t is None:
                 self._first_packet_t = media_t
-            t = self.t_offset + (media_t - self._first_packet_t)
+            t = self._last_packet_t = self.t_offset + (media_t - self._first_packet_t)
         if packet.is_keyframe:
             self._settling = False
         changed = self.mode.on_packet(t, packet.is_keyframe)
@@ -348,6 +357,18 @@ class _Worker:
             self.sleep(self.pacer.delay(t))
         if self.timing_det is not None:
             self.timing_det.on_frame(media_t, time.time())
+
+    def _drain(self, decoder, packet) -> list:
+        """The key frame just sent, now: a decoder that reorders (B-frames) holds its output
+        until more frames follow, which are the next key frames, seconds later, when it skips
+        the rest. Each key frame decodes on its own, so the decoder is drained and reset."""
+        ctx = decoder.context if decoder.context is not None else self._codec_context
+        frames = ctx.decode(None)
+        ctx.flush_buffers()
+        for frame in frames:
+            if frame.time_base is None:  # frames drained by a flush carry no time base
+                frame.time_base = packet.time_base
+        return frames
 
     def _apply_mode(self, decoder, switching: bool = False) -> None:
         keys = self.mode.keyframes_only

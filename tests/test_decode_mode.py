@@ -85,11 +85,12 @@ def test_an_unknown_setting_is_refused():
 
 # -- the real worker ------------------------------------------------------------------------
 
-def _clip(path: Path, gop: int, seconds: float = 8.0) -> Path:
+def _clip(path: Path, gop: int, seconds: float = 8.0, bframes: int = 0) -> Path:
     with av.open(str(path), "w") as out:
         vs = out.add_stream("libx264", rate=FPS)
         vs.width, vs.height, vs.pix_fmt = 320, 180, "yuv420p"
-        vs.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "preset": "ultrafast"}
+        vs.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "preset": "ultrafast",
+                      "bf": str(bframes)}
         base = np.random.default_rng(0).integers(0, 255, (180, 320, 3), dtype=np.uint8)
         for i in range(int(seconds * FPS)):
             f = av.VideoFrame.from_ndarray(np.roll(base, 3 * i, axis=1), format="rgb24")
@@ -104,12 +105,14 @@ def _clip(path: Path, gop: int, seconds: float = 8.0) -> Path:
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("gop")
-    return {"gop1s": _clip(d / "gop1s.mp4", FPS), "gop4s": _clip(d / "gop4s.mp4", 4 * FPS)}
+    return {"gop1s": _clip(d / "gop1s.mp4", FPS), "gop4s": _clip(d / "gop4s.mp4", 4 * FPS),
+            "bframes": _clip(d / "bframes.mp4", FPS, seconds=4.0, bframes=2)}
 
 
 class _Frames(StreamListener):
     def __init__(self):
         self.pts: list[float] = []
+        self.walls: list[float] = []
         self.states: list[str] = []
         self.timing: dict = {}
         self.ended = threading.Event()
@@ -121,6 +124,7 @@ class _Frames(StreamListener):
 
     def on_frame(self, msg):
         self.pts.append(round(msg.pts, 2))
+        self.walls.append(msg.ts)
 
     def on_timing(self, stream, values):
         self.timing = dict(values)
@@ -153,10 +157,11 @@ def test_keyframes_mode_decodes_only_key_frames_and_still_samples_every_second(c
     assert ("unseen" in info) == (decode == "keyframes")
 
 
-def test_keyframes_mode_falls_back_on_a_long_gop_and_keeps_the_sample_rate(clips):
+def test_keyframes_mode_falls_back_on_a_long_gop_and_samples_at_its_rate_from_the_next_key_frame(clips):
     w, got = _run(clips["gop4s"], "keyframes", 1.0, pace=False)
     _finish(w, got)
-    assert got.pts == [0.0, 1.08, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]  # the fallback's first sample is late
+    # the decoder kept nothing between key frames: sampling resumes at the next one
+    assert got.pts == [0.0, 4.0, 5.0, 6.0, 7.0]
     info = w.stream.info["decode"]
     assert info["mode"] == "all" and "no key frame for 1.1 s" in info["reason"]
 
@@ -169,6 +174,31 @@ def test_paced_keyframes_stream_is_up_between_key_frames_with_its_real_frame_rat
     assert "stale" not in got.states
     assert got.timing["fps_ratio"] == pytest.approx(1.0, abs=0.2)
     assert w.stream.decoded == 8
+
+
+def test_key_frames_of_a_stream_with_b_frames_come_out_at_once(clips):
+    """A decoder that reorders holds a frame until more follow; with only key frames decoded
+    those are the next key frames, two GOPs later. The worker drains each key frame instead."""
+    stream = av.open(str(clips["bframes"])).streams.video[0]
+    assert stream.codec_context.has_b_frames  # the clip reorders
+    w, got = _run(clips["bframes"], "keyframes", 1.0)  # paced at real time
+    _finish(w, got, timeout=20)
+    assert got.pts == [0.0, 1.0, 2.0, 3.0]
+    # each sample's wall time against its media time; held back, the first ones would come two
+    # GOPs late and the last two together at the end of the file: a spread of a GOP (1 s)
+    lags = [(wall - got.walls[0]) - pts for pts, wall in zip(got.pts, got.walls)]
+    assert max(lags) - min(lags) < 0.5, lags
+
+
+def test_a_looped_file_keeps_its_clock_when_only_key_frames_are_decoded(clips):
+    """The loop restarts the clock after the file's last packet, not after its last key frame."""
+    w, got = _run(clips["gop1s"], "keyframes", 1.0, pace=False, loop=True)
+    try:
+        wait_for(lambda: len(got.pts) >= 12, 30, message="12 samples")
+    finally:
+        w.stop()
+        w.join()
+    assert got.pts[:12] == [float(i) for i in range(12)]
 
 
 def test_check_config_summary_says_what_key_frames_only_cannot_see():

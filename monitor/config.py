@@ -50,6 +50,7 @@ from .config_io import ConfigError, format_validation_error, load_yaml, substitu
 # moved to their own modules; imported from here as before
 from .credentials import (Scrubber, ffmpeg_url, redact_url,  # noqa: F401
                           stream_name_for, url_host, url_scheme)
+from .decode_mode import KEYFRAME_LIMITS
 from .sharding import Shard, parse_shard, resolve_auto
 from .sinks import SINKS
 from .stream_config import (NAME_PATTERN, NAME_RULE, DetectorConfig, Reconnect,  # noqa: F401
@@ -187,6 +188,8 @@ class Config(_SinkSections):
             if s.is_file:
                 flags.append("loop" if s.loop else "once")
                 flags.append("unpaced" if s.pace is False else "paced")
+            if s.decode != "all":
+                flags.append(f"decode {s.decode}: not seen while key frames only: {'; '.join(KEYFRAME_LIMITS)}")
             if not s.enabled:
                 flags.append("disabled")
             elif shard and s.name not in assigned:

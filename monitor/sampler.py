@@ -20,6 +20,7 @@ class Sampler:
         self.max_jump = max(float(max_jump), 2 * self.interval)
         self._next: float | None = None
         self._last: float | None = None
+        self.slack = 0.0  # take a frame up to this early (key frames only: the GOP is not exact)
 
     def reset(self) -> None:
         self._next = self._last = None
@@ -29,7 +30,7 @@ class Sampler:
         if self._next is None or (last is not None and (t < last or t - last > self.max_jump)):
             self._next = t + self.interval
             return True
-        if t + 1e-6 >= self._next:
+        if t + self.slack + 1e-6 >= self._next:
             self._next += self.interval
             if self._next <= t:  # fell behind by more than one interval: re-anchor
                 self._next = t + self.interval

@@ -86,7 +86,8 @@ class StreamWorker:
         self._decode_errors_seen = 0
         self._last_msg = time.monotonic()
         self._last_progress = time.monotonic()
-        self._fps_mark: tuple[float, int] | None = None
+        self._fps_mark: tuple[float, int, bool] | None = None  # (when, count, counting packets)
+        self._packets_seen = 0
         self._respawn = Backoff(**cfg.reconnect.model_dump())
 
     # -- public -----------------------------------------------------------------------------
@@ -246,7 +247,8 @@ class StreamWorker:
                     self._kill(p)
                     return p.returncode, f"worker unresponsive for {silent:.0f} s (hung open or read): killed"
                 if self.stream.state == "up" and now - self._last_progress > tcfg.stale:
-                    self._set_state("stale", error=f"no frame decoded for {now - self._last_progress:.1f} s")
+                    what = "no video received" if self._keyframes_only else "no frame decoded"
+                    self._set_state("stale", error=f"{what} for {now - self._last_progress:.1f} s")
         try:
             rc = p.wait(5.0)
         except subprocess.TimeoutExpired:
@@ -261,8 +263,25 @@ class StreamWorker:
             except Exception:
                 log.exception("stream %s: cannot handle worker message %s", self.name, header.get("t"))
 
-    def _progress(self, decoded: int) -> None:
+    @property
+    def _keyframes_only(self) -> bool:
+        return (self.stream.info.get("decode") or {}).get("mode") == "keyframes"
+
+    def _progress(self, decoded: int, packets: int | None = None) -> None:
+        """Frames decoded so far by this worker process; ``packets``: video packets read.
+
+        While only key frames are decoded, the stream's progress and frame rate are its packets:
+        a key frame every few seconds is not a stall."""
         now = time.monotonic()
+        if packets is not None and self._keyframes_only:
+            if packets > self._packets_seen:
+                self._last_progress = now
+                if self.stream.state == "stale":
+                    self._set_state("up")
+            self._packets_seen = packets
+            decoded_for_rate = packets
+        else:
+            decoded_for_rate = decoded
         if decoded > self.stream.decoded:
             delta = decoded - self.stream.decoded
             self.stream.decoded = decoded
@@ -272,19 +291,19 @@ class StreamWorker:
                 self._set_state("up")
         elif decoded < self.stream.decoded:  # a new worker process counts from zero
             self.stream.decoded = decoded
-        mark = self._fps_mark
-        if mark is None or decoded < mark[1]:
-            self._fps_mark = (now, decoded)
+        mark, kind = self._fps_mark, packets is not None and self._keyframes_only
+        if mark is None or decoded_for_rate < mark[1] or mark[2] != kind:
+            self._fps_mark = (now, decoded_for_rate, kind)
         elif now - mark[0] >= 2.0:
-            self.stream.fps = (decoded - mark[1]) / (now - mark[0])
-            self._fps_mark = (now, decoded)
+            self.stream.fps = (decoded_for_rate - mark[1]) / (now - mark[0])
+            self._fps_mark = (now, decoded_for_rate, kind)
         if now - self._last_progress > 2 * self.cfg.timeouts.stale:
             self.stream.fps = 0.0
 
     def _handle(self, h: dict, payload: bytearray | None) -> None:
         t = h.get("t")
         if t == "tick":
-            self._progress(int(h.get("decoded", 0)))
+            self._progress(int(h.get("decoded", 0)), int(h.get("packets", 0)))
             errs = int(h.get("decode_errors", 0))
             if errs > getattr(self, "_decode_errors_seen", 0):
                 self.listener.on_decode_errors(self.name, errs - self._decode_errors_seen)
@@ -293,7 +312,7 @@ class StreamWorker:
                 self.listener.on_timing(self.name, h["timing"])
         elif t == "frame":
             import numpy as np
-            self._progress(int(h.get("decoded", 0)))
+            self._progress(int(h.get("decoded", 0)), int(h.get("packets", 0)))
             size, side = int(h["size"]), int(h["side"])
             pixels = np.frombuffer(payload, dtype=np.uint8)
             img = pixels[:size * size * 3].reshape(size, size, 3)
@@ -313,6 +332,7 @@ class StreamWorker:
             log.log(level, "stream %s: %s", self.name, self.scrub(h.get("text", "")))
         elif t == "hello":  # a new worker process: its counters start from zero
             self._decode_errors_seen = 0
+            self._packets_seen = 0
             self.stream.decoded = 0
             self._fps_mark = None
 

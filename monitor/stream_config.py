@@ -82,6 +82,16 @@ class StreamSettings(_Model):
     options: dict[str, str] = Field(default_factory=dict,
                                     description="extra FFmpeg options for av.open (strings)")
     decode_threads: int = Field(0, ge=0, le=64, description="0 = FFmpeg's choice")
+    nice: int = Field(
+        10, ge=0, le=19, description="CPU priority of the stream's decoder process (Unix nice; the "
+        "scorer runs at 0): with the cores full, the scorer keeps scoring and decoders fall behind, "
+        "keeping the latest frame, instead of the reverse")
+    decode: Literal["all", "keyframes", "auto"] = Field(
+        "all", description="which frames to decode (monitor.decode_mode): all; keyframes = key "
+        "frames only, so samples follow the GOP, at a small part of the CPU; auto = key frames "
+        "once the measured key-frame interval fits in the sample interval. keyframes and auto go "
+        "back to all frames, saying why, while the key-frame interval is longer than the sample "
+        "interval. Key frames only: decode errors, freezes and damage between key frames are not seen")
     decoder: Literal["auto", "software", "nvdec"] = Field(
         "auto", description="auto: NVDEC (FFmpeg's cuvid decoders) when it works here, else "
         "software with the reason logged; nvdec: fail the stream without NVDEC; software: never try")

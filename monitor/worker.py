@@ -21,6 +21,7 @@ from typing import Any
 from engines.views import InputView
 
 from .credentials import Scrubber, ffmpeg_url, url_host
+from .decode_mode import DecodeMode
 from .decoder import DecoderUnavailable, select_decoder
 from .media import detect_picture, model_input
 from .netdiag import unresolved_host
@@ -71,6 +72,10 @@ class _Worker:
         self.size = self.view.size if self.view.mode == "resize" else DISPLAY_SIZE
         self.scrub = Scrubber.from_replacements(spec.replacements)
         self.sampler = Sampler(cfg.sample_interval)
+        self.mode = DecodeMode(cfg.decode, cfg.sample_interval)
+        self._settling = False  # back to all frames mid-GOP: errors until the next key frame are ours
+        self._first_packet_t: float | None = None
+        self._codec_context = None
         det = cfg.detectors
         self.det_enabled = det.enabled
         self.det_width = det.frame_width
@@ -87,6 +92,7 @@ class _Worker:
         self.pacer = Pacer()
         self.backoff = Backoff(**cfg.reconnect.model_dump())
         self.decoded = 0
+        self.packets = 0        # video packets read: the stream's progress when key frames only
         self.decode_errors = 0
         self.seq = 0
         self.t_offset = 0.0     # added to pts so a looped file's clock keeps going forward
@@ -112,7 +118,8 @@ class _Worker:
         now = time.monotonic()
         if force or now - self._last_tick >= TICK_EVERY:
             self._last_tick = now
-            msg: dict[str, Any] = {"t": "tick", "decoded": self.decoded, "decode_errors": self.decode_errors}
+            msg: dict[str, Any] = {"t": "tick", "decoded": self.decoded, "packets": self.packets,
+                                   "decode_errors": self.decode_errors}
             if self.timing_det is not None:
                 msg["timing"] = self.timing_det.values(time.time())
             self.chan.send(msg)
@@ -230,6 +237,9 @@ class _Worker:
         fps = float(rate) if rate else 0.0
         if fps > 0:
             self.frame_step = 1.0 / fps
+        self.mode.tolerance = 1.5 * self.frame_step
+        if not self.is_file:  # a reconnect's timestamps start anywhere: measure the GOP again
+            self.mode.restart()
         if self.det_enabled:
             from .detectors import TimingDetectors
             if self.timing_det is None or not self.is_file:
@@ -239,9 +249,12 @@ class _Worker:
                 self.timing_det.restart_pts()
             if not self.is_file and self.frame_det is not None:
                 self.frame_det.reset()
-        cc = vs.codec_context
+        cc = self._codec_context = vs.codec_context
+        self._settling = False
+        self._apply_mode(decoder)
         info = {"codec": cc.name, "decoder": decoder.detail, "width": cc.width, "height": cc.height,
-                "fps": round(fps, 3), "pix_fmt": cc.format.name if cc.format else None}
+                "fps": round(fps, 3), "pix_fmt": cc.format.name if cc.format else None,
+                "decode": self.mode.info()}
         if self._nvdec_failed:
             info["nvdec_failed"] = self._nvdec_failed
         self.state("connected", info=info)
@@ -252,15 +265,18 @@ class _Worker:
                 self.det_sampler.reset()
         consecutive_errors = 0
         first_t: float | None = None
+        self._first_packet_t = None
         self._last_packet = time.monotonic()
         for packet in container.demux(vs):
             self._last_packet = time.monotonic()
+            self.packets += 1
             self.tick()
+            self._on_packet(packet, decoder, info)
             try:
                 frames = decoder.decode(packet)
             except (av.InvalidDataError, av.error.PatchWelcomeError, av.error.BugError) as e:
                 self.decode_errors += 1
-                if self.timing_det is not None:
+                if self.timing_det is not None and not self._settling:
                     self.timing_det.on_decode_error(time.time())
                 consecutive_errors += 1
                 if consecutive_errors > 100:
@@ -288,14 +304,15 @@ class _Worker:
                 self.last_t = t
                 if self.is_file or self.pace:
                     clock = t  # sample on the stream's own clock
-                    if self.pace:
+                    if self.pace and not self.mode.keyframes_only:  # else paced per packet
                         self.sleep(self.pacer.delay(clock))
                         wall = time.time()
                 else:
                     clock = time.monotonic()  # live: sample on arrival
                 if self.timing_det is not None:
-                    self.timing_det.on_frame(pts, wall)
-                    if frame.is_corrupt:  # decoded with errors (concealed), where the decoder says so
+                    if not self.mode.keyframes_only:  # else fed per packet
+                        self.timing_det.on_frame(pts, wall)
+                    if frame.is_corrupt and not self._settling:  # decoded with errors (concealed)
                         self.timing_det.on_decode_error(wall)
                 take = self.sampler.take(clock)
                 if self.det_sampler is not None:
@@ -305,11 +322,52 @@ class _Worker:
                 if take or det:
                     self.emit(frame, t, wall, take, det)
 
+    def _on_packet(self, packet, decoder, info: dict) -> None:
+        """Per video packet: the key-frame decision, and, while only key frames are decoded,
+        pacing and the timing detectors (which need every frame's time, not only the decoded)."""
+        media_t = None
+        stamp = packet.dts if packet.dts is not None else packet.pts
+        if stamp is not None and packet.time_base is not None:
+            media_t = float(stamp * packet.time_base)
+        t = media_t
+        if media_t is not None and self.is_file:  # the monitor's clock: on across loops
+            if self._first_packet_t is None:
+                self._first_packet_t = media_t
+            t = self.t_offset + (media_t - self._first_packet_t)
+        if packet.is_keyframe:
+            self._settling = False
+        changed = self.mode.on_packet(t, packet.is_keyframe)
+        if changed:
+            self._apply_mode(decoder, switching=True)
+            self._note(changed, level="info")
+            info["decode"] = self.mode.info()
+            self.state("connected", info=info)
+        if not self.mode.keyframes_only or t is None:
+            return
+        if self.pace:
+            self.sleep(self.pacer.delay(t))
+        if self.timing_det is not None:
+            self.timing_det.on_frame(media_t, time.time())
+
+    def _apply_mode(self, decoder, switching: bool = False) -> None:
+        keys = self.mode.keyframes_only
+        ctx = decoder.context if decoder.context is not None else self._codec_context
+        ctx.skip_frame = "NONKEY" if keys else "DEFAULT"
+        # a key frame a little early still counts as the sample that is due (GOP jitter)
+        for sampler in (self.sampler, self.det_sampler):
+            if sampler is not None:
+                sampler.slack = 0.25 * sampler.interval if keys else 0.0
+        if switching and not keys:
+            # frames before the next key frame reference frames that were skipped: their
+            # errors are the switch's, not the stream's
+            self._settling = True
+
     def _on_switch(self, decoder, info: dict) -> None:
         """Once NVDEC failed mid-stream (``auto``): say so, show it, keep software for reconnects."""
         if decoder.switched is None or self._nvdec_failed is not None:
             return
         self._nvdec_failed = decoder.switched  # a reopen would get the same broken NVDEC
+        self._apply_mode(decoder)  # the software decoder skips what NVDEC skipped
         self._decoder_noted = True  # this note says it; reconnects need not repeat it
         self._note(f"decoder auto: software decode from now on ({decoder.switched})", level="info")
         self.state("connected", info={**info, "decoder": decoder.detail, "nvdec_failed": decoder.switched})
@@ -333,7 +391,7 @@ class _Worker:
             payload = (memoryview(img).cast("B") if img.flags.c_contiguous else img.tobytes()) \
                 if self.view.mode == "resize" else img.tobytes() + model_input(frame, self.view).tobytes()
             self.chan.send({"t": "frame", "seq": self.seq, "pts": t, "ts": wall, "w": w, "h": h,
-                            "size": self.size, "side": self.view.side, "decoded": self.decoded,
+                            "size": self.size, "side": self.view.side, "decoded": self.decoded, "packets": self.packets,
                             "detectors": values}, payload)
         elif values is not None:
             self.chan.send({"t": "det", "pts": t, "ts": wall, "detectors": values})
@@ -349,6 +407,22 @@ def _die_with_parent() -> None:
         pass
 
 
+def lower_priority(nice: int) -> None:
+    """Run at ``nice`` (0-19) relative to the monitor.
+
+    A worker has its own session, so where the kernel groups processes by session
+    (``/proc/sys/kernel/sched_autogroup_enabled``) its nice value alone would not weigh
+    against the scorer: the session group's nice is set too."""
+    if nice <= 0:
+        return
+    os.nice(nice)
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(nice))
+    except OSError:  # no autogroups (kernel option off), or not allowed: the nice value still holds
+        pass
+
+
 def worker_main() -> int:
     """Entry point of ``python -m monitor.worker``: spec on stdin, messages on stdout."""
     proto_fd = os.dup(1)
@@ -358,6 +432,7 @@ def worker_main() -> int:
     _die_with_parent()
     spec = WorkerSpec.from_line(sys.stdin.readline())
     sys.stdin.close()
+    lower_priority(spec.stream.nice)
     chan = Channel(proto_fd)
     chan.send({"t": "hello", "pid": os.getpid()})
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,8 +54,8 @@ class Mark:
     written: int
     batches: int
     latencies: list[float]
-    pts: dict[str, float]                                  # stream -> media time of its last scored frame
-    cpu: dict[int, float] = field(default_factory=dict)     # worker pid -> CPU seconds
+    last: dict[str, tuple[float, float]]   # stream -> (media time, decode wall time) of its last scored frame
+    cpu: dict[int, float] = field(default_factory=dict)  # worker pid -> CPU seconds
     monitor_cpu: float | None = None
     redis_cpu: float | None = None
 
@@ -96,11 +97,12 @@ class PipelineRun:
 
     def mark(self) -> Mark:
         streams = self.mon.streams.values()
+        last_scored = [st.last_scored[1].frame for st in streams if st.last_scored]
         return Mark(
             t=time.monotonic(), scored=sum(st.scored for st in streams),
             dropped=sum(st.dropped for st in streams), written=self.writer.stats.written,
             batches=self.mon.batcher.batches, latencies=list(self.writer.stats.latencies),
-            pts={st.name: st.last_scored[1].frame.pts for st in streams if st.last_scored},
+            last={f.stream: (f.pts, f.ts) for f in last_scored},
             cpu={pid: c for pid in self._pids().values() if (c := cpu_seconds(pid)) is not None},
             monitor_cpu=cpu_seconds(os.getpid()),
             redis_cpu=cpu_seconds(self.redis_pid) if self.redis_pid else None)
@@ -112,7 +114,11 @@ class PipelineRun:
         # the latency deque is bounded: the records of this window are its last ``written`` ones
         lats = b.latencies[len(b.latencies) - min(written, len(b.latencies)):]
         batches = b.batches - a.batches
-        advanced = [b.pts[s] - a.pts[s] for s in b.pts if s in a.pts]
+        # media seconds per wall second between a stream's last scored frames at the two marks
+        # (exact, unlike counting frames in the window): < 1 when decoding falls behind real time
+        # (the pacer then lets the stream lag, so its frames are neither sampled nor dropped)
+        speed = [(b.last[s][0] - a.last[s][0]) / (b.last[s][1] - a.last[s][1])
+                 for s in b.last if s in a.last and b.last[s][1] > a.last[s][1]]
         worker_cpu = sum(b.cpu[p] - a.cpu[p] for p in b.cpu if p in a.cpu)  # a respawned worker: left out
         monitor_cpu, redis_cpu = _cpu_delta(a.monitor_cpu, b.monitor_cpu), _cpu_delta(a.redis_cpu, b.redis_cpu)
         return {
@@ -122,15 +128,20 @@ class PipelineRun:
             "mean_batch": round(scored / batches, 2) if batches else None,
             "latency_p50_s": round(percentile(lats, 50), 3), "latency_p99_s": round(percentile(lats, 99), 3),
             "records": len(lats),
-            # media seconds per wall second, mean over the streams: < 1 when decoding falls behind
-            # real time (the pacer then lets the stream lag, so its frames are neither sampled nor dropped)
-            "realtime": round(sum(advanced) / len(advanced) / dt, 3) if advanced else None,
-            "streams_scored": len(advanced),
+            "realtime": round(sum(speed) / len(speed), 3) if speed else None,
+            "realtime_min": round(min(speed), 3) if speed else None,
+            "streams_scored": len(speed),
             "workers_cpu_cores": round(worker_cpu / dt, 2),
             "monitor_cpu_cores": None if monitor_cpu is None else round(monitor_cpu / dt, 2),
             "redis_cpu_cores": None if redis_cpu is None else round(redis_cpu / dt, 2),
             "loadavg_1m": round(os.getloadavg()[0], 2),
+            "decoding": self.decoding(),
         }
+
+    def decoding(self) -> dict[str, int]:
+        """How many streams decode key frames only or all frames now (what ``auto`` chose)."""
+        modes = Counter((st.info.get("decode") or {}).get("mode", "?") for st in self.mon.streams.values())
+        return dict(sorted(modes.items()))
 
     def memory(self) -> dict:
         """RSS and PSS of the worker processes, the monitor process and its redis-server (MB)."""

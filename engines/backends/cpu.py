@@ -3,9 +3,15 @@
 ``runtime``: ``"auto"`` (ONNX Runtime if importable, else torch), ``"onnxruntime"`` or
 ``"torch"``. The ONNX graph is exported once per (model, weights, input size, torch version)
 and cached on disk. Both runtimes are held to the same outputs by the parity tests.
+
+``precision: int8`` runs the shipped statically quantised graph ``engines/weights/<model>.int8.onnx``
+(made and measured by ``python -m engines.quantize``, docs/int8.md) when its record says it
+passed acceptance and was made from the very weights and input size loaded; otherwise the
+backend runs fp32 and says why in ``describe()``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -32,6 +38,12 @@ class CPUOptions(BackendOptions):
     runtime: Literal["auto", "onnxruntime", "torch"] = Field(
         "auto", description="auto: ONNX Runtime when importable, else torch eager")
     threads: int | None = Field(None, ge=1, description="null: one per CPU core")
+    spin: bool = Field(False, description="ONNX Runtime's idle worker threads spin-wait for "
+                       "work; off by default: faster alone (docs/int8.md), but spinning threads "
+                       "burn the cores the decoder workers need")
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32", description="int8: the shipped quantised graph (ONNX Runtime only; fp32, saying "
+        "why, when it is missing, failed acceptance or was made for other weights)")
 
     def create(self, model: QualityModel, max_batch: int) -> CPUBackend:
         return CPUBackend(model, max_batch, self)
@@ -54,6 +66,43 @@ def export_onnx(model: QualityModel, path: Path, input_size: int) -> Path:
     return path
 
 
+def int8_files(model_name: str) -> tuple[Path, Path]:
+    """The shipped int8 graph of ``model_name`` and its record (``engines.quantize`` writes both)."""
+    from ..models import SHIPPED_WEIGHTS_DIR
+
+    return (SHIPPED_WEIGHTS_DIR / f"{model_name}.int8.onnx",
+            SHIPPED_WEIGHTS_DIR / f"{model_name}.int8.json")
+
+
+def int8_refusal(model: QualityModel) -> str | None:
+    """Why the shipped int8 graph may not stand in for ``model``; None when it may."""
+    graph, record_path = int8_files(model.name)
+    if not record_path.is_file() or not graph.is_file():
+        return "no int8 file is shipped for this model"
+    record = json.loads(record_path.read_text())
+    if not record.get("accepted"):
+        return f"the int8 file failed its acceptance test ({record.get('reason')})"
+    if record.get("weights_fingerprint") != weights_fingerprint(model):
+        return "the int8 file was made for other weights"
+    if record.get("input_size") != model.input_size:
+        return f"the int8 file takes {record.get('input_size')} px input, the model {model.input_size}"
+    return None
+
+
+def session_options(threads: int, spin: bool = False):
+    """ONNX Runtime settings of the backend (also used by the quantiser and the bench)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    flag = "1" if spin else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", flag)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", flag)
+    return opts
+
+
 class CPUBackend(Backend):
     name = "cpu"
 
@@ -62,10 +111,13 @@ class CPUBackend(Backend):
 
         super().__init__(model, max_batch)
         self.threads = options.threads or os.cpu_count() or 1
+        self.spin = options.spin
+        self.precision = "fp32"
+        self.int8_unused: str | None = None  # why int8 was asked for and is not running
         self.session = None
         if options.runtime in ("auto", "onnxruntime"):
             try:
-                self.session = self._onnx_session()
+                self.session = self._onnx_session(int8=options.precision == "int8")
             except ImportError as e:
                 if options.runtime == "onnxruntime":
                     raise BackendUnavailable(f"onnxruntime is not installed: {e}") from None
@@ -73,21 +125,27 @@ class CPUBackend(Backend):
         self.runtime = "onnxruntime" if self.session is not None else "torch"
         if self.runtime == "torch":
             torch.set_num_threads(self.threads)
+            if options.precision == "int8":
+                self.int8_unused = "int8 runs only on ONNX Runtime"
+        if self.int8_unused:
+            log.warning("%s: int8 not used, running fp32: %s", model.name, self.int8_unused)
 
-    def _onnx_session(self):
+    def _onnx_session(self, int8: bool):
         import onnxruntime as ort
 
-        key = cache_key({"model": self.model.name, "weights": weights_fingerprint(self.model),
-                         "size": self.input_size, "torch": torch_version(), "opset": ONNX_OPSET})
-        path = cache_dir("onnx") / f"{self.model.name}-{key}.onnx"
-        if not path.exists():
-            log.info("exporting %s to ONNX (%s), once per weights/version", self.model.name, path)
-            export_onnx(self.model, path, self.input_size)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        if int8:
+            self.int8_unused = int8_refusal(self.model)
+        if int8 and self.int8_unused is None:
+            path, self.precision = int8_files(self.model.name)[0], "int8"
+        else:
+            key = cache_key({"model": self.model.name, "weights": weights_fingerprint(self.model),
+                             "size": self.input_size, "torch": torch_version(), "opset": ONNX_OPSET})
+            path = cache_dir("onnx") / f"{self.model.name}-{key}.onnx"
+            if not path.exists():
+                log.info("exporting %s to ONNX (%s), once per weights/version", self.model.name, path)
+                export_onnx(self.model, path, self.input_size)
+        return ort.InferenceSession(str(path), session_options(self.threads, self.spin),
+                                    providers=["CPUExecutionProvider"])
 
     def _infer(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -100,4 +158,6 @@ class CPUBackend(Backend):
         return scores.numpy(), maps.numpy()
 
     def describe(self) -> str:
-        return f"cpu ({self.runtime}, {self.threads} threads)"
+        spin = ", spinning" if self.spin and self.runtime == "onnxruntime" else ""
+        unused = f"; int8 not used: {self.int8_unused}" if self.int8_unused else ""
+        return f"cpu ({self.runtime} {self.precision}, {self.threads} threads{spin}{unused})"

@@ -81,7 +81,12 @@ def parse_args() -> argparse.Namespace:
     eng = ap.add_argument_group("engine")
     eng.add_argument("--model", default="bifusion", choices=list_models(), help="quality model (default bifusion)")
     eng.add_argument("--backend", default="cpu", choices=backend_names(), help="inference backend (default cpu)")
-    eng.add_argument("--max-batch", type=int, default=8, help="the scorer's largest batch (default 8)")
+    eng.add_argument("--max-batch", type=int, default=None,
+                     help="the scorer's largest batch (default: the backend's choice, cpu 1 per batch side by side)")
+    eng.add_argument("--parallel", type=int, default=None, help="cpu: batches scored at once (default one per core)")
+    eng.add_argument("--threads", type=int, default=None, help="cpu: threads per batch (default: the backend's)")
+    eng.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="cpu: model precision")
+    eng.add_argument("--spin", action="store_true", help="cpu: ONNX Runtime's idle threads spin")
     eng.add_argument("--max-wait-ms", type=float, default=50.0,
                      help="how long the scorer waits to fill a batch (default 50)")
     ap.add_argument("--no-detectors", action="store_true", help="turn the picture detectors off")
@@ -302,12 +307,14 @@ def main() -> None:
     clips = clip_set(args.clip)
     setup = Setup(clips=clips, rate=args.rate, decode=args.decode, model=args.model, backend=args.backend,
                   max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, detectors=not args.no_detectors)
-    engine = QualityEngine(model=args.model, backend=args.backend, max_batch=args.max_batch)
+    cpu = {"parallel": args.parallel, "threads": args.threads, "precision": args.precision, "spin": args.spin}
+    engine = QualityEngine(model=args.model, backend=args.backend, max_batch=args.max_batch,
+                           **(cpu if args.backend == "cpu" else {}))
     bench = Bench(args, setup, engine)
     res: dict = {
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "setup": {"clip": args.clip, "decode": args.decode, "rate": args.rate, "model": args.model,
-                  "backend": engine.info.get("backend_detail"), "max_batch": args.max_batch,
+                  "backend": engine.info.get("backend_detail"), "max_batch": engine.max_batch,
                   "max_wait_ms": args.max_wait_ms, "detectors": not args.no_detectors,
                   "jemalloc": "jemalloc" in os.environ.get("LD_PRELOAD", ""), "cpus": os.cpu_count(),
                   "cpu": platform.processor() or platform.machine(), "seconds": args.seconds, "warmup": args.warmup},
@@ -317,7 +324,7 @@ def main() -> None:
         res["soak"] = bench.soak()
     else:
         # a saturated scorer batches as many as it may; a load run below that, at most one per stream
-        batch = max(1, min(args.max_batch, engine.max_batch, args.max_streams if args.capacity else args.streams))
+        batch = max(1, min(engine.max_batch, args.max_streams if args.capacity else args.streams))
         frames = sample_frames(clips[0][1], engine.view)
         eng_before = engine_only(engine, frames, batch, args.engine_seconds / 2)
         if args.decode_seconds > 0:

@@ -167,13 +167,25 @@ def _round(x: float | None) -> float | None:
 
 
 def engine_only(engine, frames, batch: int, seconds: float) -> float:
-    """Frames/s of engine.score on ready model inputs at ``batch``."""
+    """Frames/s of engine.score on ready model inputs at ``batch``, from as many threads as the
+    engine scores batches at once (``engine.parallel``, as the monitor's scorer does)."""
+    import threading
+
     engine.score(frames[:batch])  # warm-up
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        engine.score([frames[(n + k) % len(frames)] for k in range(batch)])
-        n += batch
-    return n / (time.perf_counter() - t0)
+    counts = [0] * max(1, getattr(engine, "parallel", 1))
+    t0 = time.perf_counter()
+
+    def loop(i: int) -> None:
+        while time.perf_counter() - t0 < seconds:
+            engine.score([frames[(counts[i] + k) % len(frames)] for k in range(batch)])
+            counts[i] += batch
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(counts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
 
 
 class _LastFrame(StreamListener):

@@ -33,7 +33,7 @@ class QualityEngine:
     """
 
     def __init__(self, model: str = "bifusion", backend: str | BackendOptions = "auto",
-                 weights: str | Path | None = "default", max_batch: int = 8,
+                 weights: str | Path | None = "default", max_batch: int | None = None,
                  preprocess: Preprocess = "auto", **backend_settings):
         if preprocess not in get_args(Preprocess):
             raise ValueError(f"preprocess must be {', '.join(get_args(Preprocess))}, not {preprocess!r}")
@@ -64,6 +64,11 @@ class QualityEngine:
     @property
     def max_batch(self) -> int:
         return self.backend.max_batch
+
+    @property
+    def parallel(self) -> int:
+        """Batches :meth:`score` may run at once, from as many threads (the backend's choice)."""
+        return self.backend.parallel
 
     def score(self, frames: Sequence[np.ndarray], draws: int = 1,
               frame_sizes: Sequence[tuple[int, int]] | None = None) -> list[Prediction]:

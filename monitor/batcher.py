@@ -1,10 +1,15 @@
 """Batching scorer: the latest frame of every stream, batched through one engine per model.
 
 Each stream has one slot. A new frame replaces an unscored one (the scorer is behind: only the
-latest picture matters for a live monitor) and the replaced frame is counted as dropped. The
+latest picture matters for a live monitor) and the replaced frame is counted as dropped. A
 scoring thread takes the streams' pending frames for one model, oldest first, up to
 ``max_batch``; when fewer are pending it waits up to ``max_wait`` (from the oldest frame's
 arrival) for more, then scores the batch and hands every stream its own score and region map.
+
+An engine whose backend scores several batches at once (``parallel``: the CPU backend runs one
+per core, small batches side by side being faster there than one large batch) gets that many
+scoring threads. A stream has at most one frame in flight, so its results stay in order, and
+the results are handed on one batch at a time, so the receivers need no locks of their own.
 """
 from __future__ import annotations
 
@@ -41,23 +46,28 @@ class Batcher:
     ``on_batch(model, size, seconds)`` are called from the scoring thread.
     """
 
-    def __init__(self, engines: dict[str, Any], stream_models: dict[str, str], max_batch: int = 8,
+    def __init__(self, engines: dict[str, Any], stream_models: dict[str, str], max_batch: int | None = None,
                  max_wait: float = 0.05, on_result: Callable[[ScoredFrame], None] | None = None,
                  on_drop: Callable[[str, str, int], None] | None = None,
                  on_batch: Callable[[str, int, float], None] | None = None):
         self.engines = engines
         self.stream_models = dict(stream_models)
-        self.max_batch = {m: max(1, min(int(max_batch), int(getattr(e, "max_batch", max_batch) or max_batch)))
+        # ``max_batch`` None: each engine's own (its backend's choice)
+        self.max_batch = {m: max(1, min(x for x in (max_batch, getattr(e, "max_batch", None), 256) if x))
                           for m, e in engines.items()}
         self.max_wait = float(max_wait)
         self.on_result = on_result or (lambda r: None)
         self.on_drop = on_drop or (lambda s, r, n: None)
         self.on_batch = on_batch or (lambda m, n, s: None)
+        self.parallel = {m: max(1, int(getattr(e, "parallel", 1) or 1)) for m, e in engines.items()}
         self._slots: dict[str, FrameMessage] = {}
         self._cond = threading.Condition()
+        self._deliver = threading.Lock()  # one batch's results at a time
         self._stop = False
-        self._busy = False
-        self._thread = threading.Thread(target=self._run, name="scorer", daemon=True)
+        self._in_flight: dict[str, int] = {m: 0 for m in engines}  # batches being scored, per model
+        self._scoring: set[str] = set()  # streams with a frame in those batches
+        self._threads = [threading.Thread(target=self._run, name=f"scorer-{i}", daemon=True)
+                         for i in range(max(self.parallel.values(), default=1))]
         self.batches = 0
         self.scored = 0
 
@@ -76,8 +86,8 @@ class Batcher:
 
     @property
     def alive(self) -> bool:
-        """The scoring thread is running (for /healthz)."""
-        return self._thread.is_alive()
+        """The scoring threads are running (for /healthz)."""
+        return all(t.is_alive() for t in self._threads)
 
     def pending(self) -> int:
         with self._cond:
@@ -85,7 +95,8 @@ class Batcher:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
     def stop(self, timeout: float = 3.0) -> int:
         """Stop taking frames; wait for the batch in flight. Returns the frames left unscored."""
@@ -96,34 +107,52 @@ class Batcher:
                 self.on_drop(stream, "shutdown", 1)
             self._slots.clear()
             self._cond.notify_all()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
         return left
 
     # -- scoring thread -----------------------------------------------------------------------
+    def _ready(self) -> list[FrameMessage]:
+        """Pending frames a scoring thread may take: their stream has none in flight and their
+        model a batch to spare."""
+        return [f for f in self._slots.values() if f.stream not in self._scoring
+                and self._in_flight[self.stream_models[f.stream]] < self.parallel[self.stream_models[f.stream]]]
+
     def _take_batch(self) -> tuple[str, list[FrameMessage]] | None:
         with self._cond:
-            while not self._stop and not self._slots:
+            while not self._stop and not self._ready():
                 self._cond.wait(0.5)
             if self._stop:
                 return None
             # the model whose oldest frame waited longest goes first
-            oldest = min(self._slots.values(), key=lambda f: f.received)
+            oldest = min(self._ready(), key=lambda f: f.received)
             model = self.stream_models[oldest.stream]
             limit = self.max_batch[model]
             deadline = oldest.received + self.max_wait
             while not self._stop:
-                mine = [f for f in self._slots.values() if self.stream_models[f.stream] == model]
+                mine = [f for f in self._ready() if self.stream_models[f.stream] == model]
                 left = deadline - time.monotonic()
                 if len(mine) >= limit or left <= 0:
                     break
                 self._cond.wait(left)
             if self._stop:
                 return None
-            mine = sorted((f for f in self._slots.values() if self.stream_models[f.stream] == model),
+            mine = sorted((f for f in self._ready() if self.stream_models[f.stream] == model),
                           key=lambda f: f.received)[:limit]
+            if not mine:  # another thread took them while this one waited
+                return model, []
             for f in mine:
                 del self._slots[f.stream]
+                self._scoring.add(f.stream)
+            self._in_flight[model] += 1
             return model, mine
+
+    def _done(self, model: str, frames: list[FrameMessage]) -> None:
+        with self._cond:
+            self._in_flight[model] -= 1
+            self._scoring.difference_update(f.stream for f in frames)
+            self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
@@ -131,16 +160,25 @@ class Batcher:
             if got is None:
                 return
             model, frames = got
-            engine = self.engines[model]
-            t0 = time.perf_counter()
-            try:
-                preds = engine.score([f.model_frame for f in frames], frame_sizes=[(f.height, f.width) for f in frames])
-            except Exception as e:
-                log.error("scoring a batch of %d for model %s failed: %s", len(frames), model, e)
+            if frames:
+                try:
+                    self._score(model, frames)
+                finally:
+                    self._done(model, frames)
+
+    def _score(self, model: str, frames: list[FrameMessage]) -> None:
+        engine = self.engines[model]
+        t0 = time.perf_counter()
+        try:
+            preds = engine.score([f.model_frame for f in frames], frame_sizes=[(f.height, f.width) for f in frames])
+        except Exception as e:
+            log.error("scoring a batch of %d for model %s failed: %s", len(frames), model, e)
+            with self._deliver:
                 for f in frames:
                     self.on_drop(f.stream, "score_error", 1)
-                continue
-            dt = time.perf_counter() - t0
+            return
+        dt = time.perf_counter() - t0
+        with self._deliver:
             self.batches += 1
             try:
                 self.on_batch(model, len(frames), dt)

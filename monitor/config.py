@@ -16,7 +16,7 @@ Layout (every key optional except ``streams``; see ``deploy/vqmon.example.yaml``
       - name: cam1     # [A-Za-z0-9_.-]{1,64}, not only dots: used in Redis keys, metric labels, URLs
         url: rtsp://viewer:${CAM1_PASSWORD}@10.0.0.5/stream1
         sample_rate: 2 # any key of ``defaults`` can be overridden here
-    engine:  {backend: auto, weights: default, max_batch: 8, max_wait_ms: 50, preprocess: auto, options: {}}
+    engine:  {backend: auto, weights: default, max_batch: null, max_wait_ms: 50, preprocess: auto, options: {}}
     redis:   {url: null (= start a private redis-server), maxlen: 10000, buffer_size: 10000, ...}
     mqtt:    {enabled: false, host: 127.0.0.1, port: 1883, topic_prefix: vqmon, qos: 1, ...}
     metrics: {listen: "127.0.0.1:9108"}
@@ -64,7 +64,8 @@ from .stream_config import (NAME_PATTERN, NAME_RULE, DetectorConfig, Reconnect, 
 class EngineConfig(_Model):
     backend: Literal[tuple(backend_names())] = Field("auto", description="the inference backend")
     weights: str | None = Field("default", description="'default' (shipped), a path, or null / 'none' (untrained)")
-    max_batch: int = Field(8, ge=1, le=256)
+    max_batch: int | None = Field(None, ge=1, le=256, description="largest batch scored in one call; "
+                                  "null: the backend's choice (cpu: 1, batches side by side; GPUs: 8)")
     max_wait_ms: float = Field(50.0, ge=0, le=10_000, description="wait this long to fill a batch")
     preprocess: Preprocess = Field(
         "auto", description="where frames become the model's input: auto (the backend's device), host or device")
@@ -182,7 +183,7 @@ class Config(_SinkSections):
         assigned = {s.name for s in self.assigned_streams}
         share = f" (shard {shard}: {len(assigned)} of them here)" if shard else ""
         lines = [f"{len(self.active_streams)} stream(s){share}, engine backend={self.engine.backend} "
-                 f"max_batch={self.engine.max_batch} max_wait={self.engine.max_wait_ms:g} ms"]
+                 f"max_batch={self.engine.max_batch or 'auto'} max_wait={self.engine.max_wait_ms:g} ms"]
         for s in self.streams:
             flags = []
             if s.is_file:

@@ -154,3 +154,27 @@ def test_engine_scores_frames_of_any_shape():
     assert [(p.region_map.frame_height, p.region_map.frame_width) for p in originals] == [(2160, 3840), (62, 94)]
     assert originals[0].region_map.cell_box(11, 11) == (3520, 1980, 3840, 2160)
     np.testing.assert_allclose(originals[1].region_map.values, preds[1].region_map.values, atol=1e-3)
+
+
+def test_cpu_backend_scores_batches_side_by_side_as_it_scores_them_one_by_one(model, calib):
+    """``parallel``: one ONNX Runtime session called from several threads at once (what the
+    monitor's scoring threads do) gives each batch the scores it gets alone."""
+    import threading
+
+    backend = CPUBackend(model, None, CPUOptions(runtime="onnxruntime", parallel=2))
+    assert (backend.parallel, backend.threads, backend.max_batch) == (2, 1, 1)
+    alone = [backend.infer(calib[i:i + 1])[0][0] for i in range(len(calib))]
+    side_by_side: dict[int, float] = {}
+
+    def score(indices):
+        for _ in range(3):
+            for i in indices:
+                side_by_side[i] = backend.infer(calib[i:i + 1])[0][0]
+
+    threads = [threading.Thread(target=score, args=(range(k, len(calib), 2),)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [side_by_side[i] for i in range(len(calib))] == pytest.approx(alone, abs=1e-4)
+    assert backend.describe() == "cpu (onnxruntime fp32, 2 batches at once x 1 thread)"

@@ -88,9 +88,9 @@ def test_a_record_that_does_not_vouch_for_the_weights_is_refused(bifusion, tmp_p
     if change is not None:
         (tmp_path / record.name).write_text(json.dumps({**json.loads(record.read_text()), **change}))
     monkeypatch.setattr(engines.models, "SHIPPED_WEIGHTS_DIR", tmp_path)
-    backend = CPUBackend(bifusion, 2, CPUOptions(precision="int8", threads=1))
+    backend = CPUBackend(bifusion, 2, CPUOptions(precision="int8", threads=1, parallel=1))
     assert (backend.precision, backend.int8_unused) == ("fp32", reason)
-    assert backend.describe() == f"cpu (onnxruntime fp32, 1 threads; int8 not used: {reason})"
+    assert backend.describe() == f"cpu (onnxruntime fp32, 1 thread; int8 not used: {reason})"
 
 
 def test_the_copied_record_itself_is_accepted(bifusion, tmp_path, monkeypatch):
@@ -98,13 +98,13 @@ def test_the_copied_record_itself_is_accepted(bifusion, tmp_path, monkeypatch):
     for path in int8_files("bifusion"):
         shutil.copy(path, tmp_path / path.name)
     monkeypatch.setattr(engines.models, "SHIPPED_WEIGHTS_DIR", tmp_path)
-    backend = CPUBackend(bifusion, 2, CPUOptions(precision="int8", threads=1))
+    backend = CPUBackend(bifusion, 2, CPUOptions(precision="int8", threads=1, parallel=1))
     assert (backend.precision, backend.int8_unused) == ("int8", None)
 
 
 def test_torch_runtime_has_no_int8(bifusion):
-    backend = CPUBackend(bifusion, 2, CPUOptions(runtime="torch", precision="int8", threads=1))
-    assert backend.describe() == "cpu (torch fp32, 1 threads; int8 not used: int8 runs only on ONNX Runtime)"
+    backend = CPUBackend(bifusion, 2, CPUOptions(runtime="torch", precision="int8", threads=1, parallel=1))
+    assert backend.describe() == "cpu (torch fp32, 1 thread; int8 not used: int8 runs only on ONNX Runtime)"
 
 
 @pytest.mark.parametrize("spin, expected", [(False, "0"), (True, "1")])

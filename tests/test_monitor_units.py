@@ -124,6 +124,54 @@ def test_batcher_batches_streams_and_keeps_only_latest_frame():
     assert r.region_map.cell_box(2, 2) == (1280, 720, 1920, 1080)
 
 
+def test_batcher_scores_batches_side_by_side_one_frame_per_stream_in_flight():
+    """An engine with ``parallel = 3`` gets three scoring threads: batches are scored at once, a
+    stream's next frame waits for its previous one even with a thread free (its results stay in
+    order), and results are handed on one batch at a time."""
+    release = threading.Event()
+
+    class TwoAtOnce(FakeEngine):
+        parallel, max_batch = 3, 1
+
+        def __init__(self):
+            super().__init__(gate=release)
+            self.running = self.most = 0
+            self.lock = threading.Lock()
+
+        def score(self, frames, draws=1, frame_sizes=None):
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            try:
+                return super().score(frames, draws, frame_sizes)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+    eng = TwoAtOnce()
+    results, delivering = [], []
+
+    def on_result(r):
+        delivering.append(r)
+        assert len(delivering) - len(results) == 1, "two batches delivered at once"
+        time.sleep(0.01)  # widen the window in which a second delivery would overlap
+        results.append(r)
+
+    b = Batcher({"m": eng}, {"a": "m", "b": "m"}, max_wait=0.0, on_result=on_result)
+    b.start()
+    b.submit(_frame("a", 1))
+    b.submit(_frame("b", 1))
+    wait_for(lambda: eng.running == 2, 30, interval=0.01, message="two batches being scored at once")
+    b.submit(_frame("a", 2))  # a's first frame is still being scored: this one must wait
+    time.sleep(0.1)  # a free thread would have taken it by now
+    assert eng.batches == [1, 1]
+    release.set()
+    wait_for(lambda: len(results) == 3, 30, interval=0.01, message="three scored frames")
+    b.stop()
+    assert eng.most == 2 and len(b._threads) == 3
+    assert [r.frame.seq for r in results if r.frame.stream == "a"] == [1, 2]
+
+
 def test_batcher_survives_engine_errors():
     class Broken(FakeEngine):
         def score(self, frames, **_):

@@ -45,7 +45,7 @@ def options_union():
                      Field(discriminator="backend")]
 
 
-def create_backend(backend: str | BackendOptions, model: QualityModel, max_batch: int = 8,
+def create_backend(backend: str | BackendOptions, model: QualityModel, max_batch: int | None = None,
                    **settings) -> Backend:
     """A backend by name with its ``settings`` (validated here), or from validated options."""
     if isinstance(backend, BackendOptions):

@@ -25,7 +25,7 @@ class AutoOptions(BackendOptions):
     cuda: CUDAOptions = CUDAOptions()
     tensorrt: TensorRTOptions = TensorRTOptions()
 
-    def create(self, model: QualityModel, max_batch: int) -> Backend:
+    def create(self, model: QualityModel, max_batch: int | None) -> Backend:
         """TensorRT on a GPU when it imports, else CUDA fp16, else CPU."""
         import torch
 

@@ -32,7 +32,7 @@ class BackendOptions(BaseModel):
     def __str__(self) -> str:  # messages name the backend, not all its settings
         return self.backend
 
-    def create(self, model: QualityModel, max_batch: int) -> Backend:
+    def create(self, model: QualityModel, max_batch: int | None) -> Backend:
         """The backend these options configure, running ``model``."""
         raise NotImplementedError
 
@@ -46,10 +46,12 @@ class Backend(ABC):
 
     name: ClassVar[str] = ""
     device: str | torch.device = "cpu"  # where inputs must be; GPU backends set their own
+    default_batch: ClassVar[int] = 8    # ``max_batch`` when the configuration leaves it open
+    parallel: int = 1  # batches it may score at once, each called from its own scorer thread
 
-    def __init__(self, model: QualityModel, max_batch: int = 8):
+    def __init__(self, model: QualityModel, max_batch: int | None = None):
         self.model = model.eval()
-        self.max_batch = max_batch
+        self.max_batch = max_batch or self.default_batch
         self.input_size = model.input_size
 
     @abstractmethod

@@ -28,7 +28,7 @@ class CUDAOptions(BackendOptions):
     compile: bool = Field(True, description="torch.compile with CUDA graphs; false: eager")
     device: str = Field("cuda", description="torch device, e.g. cuda:1")
 
-    def create(self, model: QualityModel, max_batch: int) -> CUDABackend:
+    def create(self, model: QualityModel, max_batch: int | None) -> CUDABackend:
         return CUDABackend(model, max_batch, self)
 
 
@@ -47,7 +47,7 @@ def padded_size(n: int, ladder: list[int]) -> int:
 class CUDABackend(Backend):
     name = "cuda"
 
-    def __init__(self, model: QualityModel, max_batch: int = 8, options: CUDAOptions = CUDAOptions()):
+    def __init__(self, model: QualityModel, max_batch: int | None = None, options: CUDAOptions = CUDAOptions()):
         import torch
 
         super().__init__(model, max_batch)
@@ -56,7 +56,7 @@ class CUDABackend(Backend):
         self.device = torch.device(options.device)
         self.dtype = getattr(torch, options.dtype)
         self.model = self.model.to(self.device, self.dtype)
-        self.ladder = batch_ladder(max_batch)
+        self.ladder = batch_ladder(self.max_batch)
         self.compiled = options.compile
         self.runner = (torch.compile(self.model, mode="reduce-overhead", dynamic=False)
                        if options.compile else self.model)

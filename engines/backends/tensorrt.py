@@ -38,7 +38,7 @@ class TensorRTOptions(BackendOptions):
     opt_batch: int | None = Field(None, ge=1, description="batch the engine is tuned for; null: max_batch")
     parity_tolerance: float = Field(1.0, gt=0, description="score points a fresh engine may differ from fp32 torch")
 
-    def create(self, model: QualityModel, max_batch: int) -> TensorRTBackend:
+    def create(self, model: QualityModel, max_batch: int | None) -> TensorRTBackend:
         return TensorRTBackend(model, max_batch, self)
 
 
@@ -68,7 +68,7 @@ def engine_key_fields(model: QualityModel, min_batch: int, opt_batch: int, max_b
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, model: QualityModel, max_batch: int = 8,
+    def __init__(self, model: QualityModel, max_batch: int | None = None,
                  options: TensorRTOptions = TensorRTOptions()):
         import torch
 
@@ -77,8 +77,8 @@ class TensorRTBackend(Backend):
             raise BackendUnavailable("torch sees no CUDA device")
         self.device = torch.device("cuda")  # where inputs go: QualityEngine preprocesses there
         self.ttrt, trt = import_torch_tensorrt()
-        self.min_batch, self.opt_batch = options.min_batch, options.opt_batch or max_batch
-        fields = engine_key_fields(model, self.min_batch, self.opt_batch, max_batch,
+        self.min_batch, self.opt_batch = options.min_batch, options.opt_batch or self.max_batch
+        fields = engine_key_fields(model, self.min_batch, self.opt_batch, self.max_batch,
                                    trt.__version__, self.ttrt.__version__)
         self.key = cache_key(fields)
         self.path = cache_dir("tensorrt") / f"{model.name}-{self.key}.ep"

@@ -62,6 +62,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=None,
                     help="measured seconds per run, after the warm-up (default: 30; 20 per capacity step)")
     ap.add_argument("--warmup", type=float, default=8.0, help="seconds ignored at the start of every run (default 8)")
+    ap.add_argument("--stagger", type=float, default=None,
+                    help="spread the streams' starts over this many seconds, as cameras are not in step "
+                    "(default: the clip's GOP; 0: all at once, every key frame decoded at the same time)")
     ap.add_argument("--engine-seconds", type=float, default=8.0,
                     help="engine-only measurement time (half before, half after the pipeline runs)")
     ap.add_argument("--decode-seconds", type=float, default=10.0,
@@ -90,6 +93,7 @@ def parse_args() -> argparse.Namespace:
     eng.add_argument("--max-wait-ms", type=float, default=50.0,
                      help="how long the scorer waits to fill a batch (default 50)")
     ap.add_argument("--no-detectors", action="store_true", help="turn the picture detectors off")
+    ap.add_argument("--nice", type=int, default=None, help="the decoder workers' nice value (default: the product's)")
     ap.add_argument("--json", action="store_true", help="print one JSON object (progress rows go to stderr)")
     args = ap.parse_args()
     if args.capacity and args.soak_minutes:
@@ -212,7 +216,7 @@ class Bench:
     def run(self, n: int) -> dict:
         """One pipeline run at ``n`` streams: rates over ``--seconds`` after the warm-up, memory at the end."""
         a = self.args
-        with PipelineRun(self.engine, self.setup, n, a.warmup) as run:
+        with PipelineRun(self.engine, self.setup, n, a.warmup, a.stagger) as run:
             m0 = run.mark()
             time.sleep(a.seconds)
             row = run.window(m0, run.mark())
@@ -263,7 +267,7 @@ class Bench:
     def soak(self) -> dict:
         a, rows = self.args, []
         self.say("minute  scored/s  dropped/s  p99 ms  workers RSS/PSS MB  monitor RSS MB  redis RSS MB")
-        with PipelineRun(self.engine, self.setup, a.streams, a.warmup) as run:
+        with PipelineRun(self.engine, self.setup, a.streams, a.warmup, a.stagger) as run:
             m, t0 = run.mark(), time.monotonic()
             end = t0 + a.soak_minutes * 60
             while (left := end - time.monotonic()) > 0:
@@ -306,7 +310,7 @@ def main() -> None:
 
     clips = clip_set(args.clip)
     setup = Setup(clips=clips, rate=args.rate, decode=args.decode, model=args.model, backend=args.backend,
-                  max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, detectors=not args.no_detectors)
+                  max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, detectors=not args.no_detectors, nice=args.nice)
     cpu = {"parallel": args.parallel, "threads": args.threads, "precision": args.precision, "spin": args.spin}
     engine = QualityEngine(model=args.model, backend=args.backend, max_batch=args.max_batch,
                            **(cpu if args.backend == "cpu" else {}))
@@ -315,11 +319,14 @@ def main() -> None:
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "setup": {"clip": args.clip, "decode": args.decode, "rate": args.rate, "model": args.model,
                   "backend": engine.info.get("backend_detail"), "max_batch": engine.max_batch,
-                  "max_wait_ms": args.max_wait_ms, "detectors": not args.no_detectors,
+                  "max_wait_ms": args.max_wait_ms, "detectors": not args.no_detectors, "nice": args.nice,
                   "jemalloc": "jemalloc" in os.environ.get("LD_PRELOAD", ""), "cpus": os.cpu_count(),
                   "cpu": platform.processor() or platform.machine(), "seconds": args.seconds, "warmup": args.warmup},
         "clips": [{"label": label, **measure_gop(path)} for label, path in clips],
     }
+    if args.stagger is None:
+        args.stagger = max((c["gop_s"] or 0.0 for c in res["clips"]), default=0.0)
+    res["setup"]["stagger"] = args.stagger
     if args.soak_minutes:
         res["soak"] = bench.soak()
     else:

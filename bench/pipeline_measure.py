@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,11 +35,12 @@ class Setup:
     max_batch: int
     max_wait_ms: float
     detectors: bool
+    nice: int | None = None  # the decoder workers' CPU priority; None: the product's default
 
     def defaults(self) -> dict:
         """The streams' settings (a config's ``defaults``)."""
         return {"sample_rate": self.rate, "model": self.model, "decode": self.decode,
-                "detectors": {"enabled": self.detectors}}
+                "detectors": {"enabled": self.detectors}, **({"nice": self.nice} if self.nice is not None else {})}
 
     def streams(self, n: int, prefix: str = "s") -> list[dict]:
         """``n`` looped file streams cycling through the clips."""
@@ -68,8 +70,8 @@ class PipelineRun:
     """The monitor over ``n`` streams, started on enter (after every stream's first scored frame
     and ``warmup`` seconds) and stopped on exit."""
 
-    def __init__(self, engine, setup: Setup, n: int, warmup: float):
-        self.n, self.warmup = n, warmup
+    def __init__(self, engine, setup: Setup, n: int, warmup: float, stagger: float = 0.0):
+        self.n, self.warmup, self.stagger = n, warmup, stagger
         cfg = config_from_dict({
             "defaults": setup.defaults(), "streams": setup.streams(n),
             "engine": {"backend": setup.backend, "max_batch": setup.max_batch, "max_wait_ms": setup.max_wait_ms},
@@ -79,7 +81,16 @@ class PipelineRun:
         self.mon = Monitor(cfg, engines={setup.model: engine}, announce=lambda text: None)
 
     def __enter__(self) -> PipelineRun:
-        self.mon.start()
+        # cameras are not in step: spread the streams' starts (so their key frames) over
+        # ``stagger`` seconds; started together, every stream's key frame is decoded at once
+        start, order = StreamWorker.start, itertools.count()
+        if self.stagger > 0:
+            StreamWorker.start = lambda w: threading.Timer(next(order) * self.stagger / self.n, start, (w,)).start()
+        try:
+            self.mon.start()
+        finally:
+            StreamWorker.start = start
+        time.sleep(self.stagger)
         sink = next(s for s in self.mon.sinks if s.name == "redis")
         self.writer = sink.writer
         self.redis_pid = sink.embedded.proc.pid if sink.embedded and sink.embedded.proc else None

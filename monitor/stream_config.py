@@ -83,9 +83,10 @@ class StreamSettings(_Model):
                                     description="extra FFmpeg options for av.open (strings)")
     decode_threads: int = Field(0, ge=0, le=64, description="0 = FFmpeg's choice")
     nice: int = Field(
-        10, ge=0, le=19, description="CPU priority of the stream's decoder process (Unix nice; the "
-        "scorer runs at 0): with the cores full, the scorer keeps scoring and decoders fall behind, "
-        "keeping the latest frame, instead of the reverse")
+        19, ge=0, le=19, description="CPU priority of the stream's decoder process (Unix nice; the "
+        "scorer runs at 0): with the cores full, the scorer keeps scoring what is sampled and the "
+        "decoders fall behind, instead of the reverse. 19: dozens of workers at nice 10 still "
+        "outweigh the scorer (docs/performance.md)")
     decode: Literal["all", "keyframes", "auto"] = Field(
         "all", description="which frames to decode (monitor.decode_mode): all; keyframes = key "
         "frames only, so samples follow the GOP, at a small part of the CPU; auto = key frames "

@@ -429,7 +429,7 @@ def _die_with_parent() -> None:
 
 
 def lower_priority(nice: int) -> None:
-    """Run at ``nice`` (0-19) relative to the monitor.
+    """Run at ``nice`` (0-19) relative to the monitor (the stream's ``nice`` setting).
 
     A worker has its own session, so where the kernel groups processes by session
     (``/proc/sys/kernel/sched_autogroup_enabled``) its nice value alone would not weigh

@@ -20,7 +20,7 @@ def _nice(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[16])  # field 19, after the command name
 
 
-@pytest.mark.parametrize("nice", [10, 0])
+@pytest.mark.parametrize("nice", [19, 0])
 def test_worker_process_runs_at_the_streams_nice_value(nice):
     w = StreamWorker(StreamConfig(name="s", url=str(SAMPLE), loop=True, nice=nice),
                      InputView(mode="resize", size=64), StreamListener())

@@ -39,11 +39,12 @@ class ScoredFrame:
 
 
 class Batcher:
-    """One scoring thread over all streams.
+    """The scoring threads over all streams (one per batch an engine scores at once).
 
-    ``engines``: model name -> object with ``score(list[ndarray]) -> list[Prediction]``.
-    ``on_result(ScoredFrame)``, ``on_drop(stream, reason, count)``,
-    ``on_batch(model, size, seconds)`` are called from the scoring thread.
+    ``engines``: model name -> object with ``score(list[ndarray]) -> list[Prediction]`` and
+    optionally ``max_batch`` and ``parallel``. ``on_result(ScoredFrame)``,
+    ``on_drop(stream, reason, count)``, ``on_batch(model, size, seconds)`` are called from the
+    scoring threads, one batch at a time.
     """
 
     def __init__(self, engines: dict[str, Any], stream_models: dict[str, str], max_batch: int | None = None,

@@ -10,7 +10,7 @@ Redis)::
     vqmon_last_frame_timestamp_seconds{stream}    wall time of the last decoded frame
     vqmon_frames_decoded_total{stream}
     vqmon_frames_scored_total{stream}
-    vqmon_frames_dropped_total{stream,reason}     scorer_behind, decode_error, score_error, shutdown
+    vqmon_frames_dropped_total{stream,reason}     scorer_behind, decoder_behind, decode_error, score_error, shutdown
     vqmon_reconnects_total{stream}                connection attempts after the first
     vqmon_inference_latency_seconds               histogram, one observation per batch
     vqmon_batch_size                              histogram
@@ -37,7 +37,7 @@ try:  # no *_created series: they double the series count and nobody reads them 
 except ImportError:  # pragma: no cover
     pass
 
-DROP_REASONS = ("scorer_behind", "decode_error", "score_error", "shutdown")
+DROP_REASONS = ("scorer_behind", "decoder_behind", "decode_error", "score_error", "shutdown")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 

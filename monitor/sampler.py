@@ -47,6 +47,7 @@ class Pacer:
         self._clock, self._sleep = clock, sleep
         self._origin: tuple[float, float] | None = None  # (stream t, wall)
         self._last_t: float | None = None
+        self.lag = 0.0  # how late the last frame was (0 once re-anchored: a stall is forgiven)
 
     def reset(self) -> None:
         self._origin = self._last_t = None
@@ -61,8 +62,35 @@ class Pacer:
         lag = now - due
         if lag > self.max_lead:  # far behind (slow decode, suspended): do not race to catch up
             self._origin = (t, now)
+            self.lag = 0.0
             return 0.0
+        self.lag = max(0.0, lag)
         return max(0.0, -lag)
+
+
+class Lag:
+    """How far behind real time a stream's packets are handled (seconds).
+
+    Wall time since an anchor minus media time since it. The anchor moves to any packet handled
+    earlier than it predicts (network jitter), and ``drift`` (a fraction of the elapsed time) is
+    forgiven, so a camera clock a little slower than the wall's does not read as lag: only a
+    backlog that grows faster than that does. A jump of the media clock restarts it."""
+
+    def __init__(self, drift: float = 1e-3, max_jump: float = 10.0, clock=time.monotonic):
+        self.drift, self.max_jump, self._clock = drift, max_jump, clock
+        self._anchor: tuple[float, float] | None = None  # (media t, wall)
+        self._last_t: float | None = None
+
+    def update(self, t: float) -> float:
+        now = self._clock()
+        if self._anchor is None or self._last_t is None or t < self._last_t or t - self._last_t > self.max_jump:
+            self._anchor = (t, now)
+        self._last_t = t
+        elapsed = now - self._anchor[1]
+        lag = elapsed - (t - self._anchor[0]) - self.drift * elapsed
+        if lag < 0:
+            self._anchor, lag = (t, now), 0.0
+        return lag
 
 
 class Backoff:

@@ -61,6 +61,7 @@ class StreamListener:
     def on_detectors(self, stream: str, values: dict[str, float], pts: float | None, ts: float) -> None: ...
     def on_timing(self, stream: str, values: dict[str, float]) -> None: ...
     def on_decode_errors(self, stream: str, count: int) -> None: ...
+    def on_shed(self, stream: str, count: int) -> None: ...
     def on_reconnect(self, stream: str) -> None: ...
 
 
@@ -88,6 +89,7 @@ class StreamWorker:
         self._last_progress = time.monotonic()
         self._fps_mark: tuple[float, int, bool] | None = None  # (when, count, counting packets)
         self._packets_seen = 0
+        self._shed_seen = 0
         self._respawn = Backoff(**cfg.reconnect.model_dump())
 
     # -- public -----------------------------------------------------------------------------
@@ -308,6 +310,10 @@ class StreamWorker:
             if errs > getattr(self, "_decode_errors_seen", 0):
                 self.listener.on_decode_errors(self.name, errs - self._decode_errors_seen)
             self._decode_errors_seen = errs
+            shed = int(h.get("shed", 0))
+            if shed > self._shed_seen:
+                self.listener.on_shed(self.name, shed - self._shed_seen)
+            self._shed_seen = shed
             if h.get("timing"):
                 self.listener.on_timing(self.name, h["timing"])
         elif t == "frame":
@@ -333,6 +339,7 @@ class StreamWorker:
         elif t == "hello":  # a new worker process: its counters start from zero
             self._decode_errors_seen = 0
             self._packets_seen = 0
+            self._shed_seen = 0
             self.stream.decoded = 0
             self._fps_mark = None
 

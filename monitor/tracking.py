@@ -85,6 +85,9 @@ class StreamTracker(StreamListener):
     def on_decode_errors(self, stream: str, count: int) -> None:
         self.on_drop(stream, "decode_error", count)
 
+    def on_shed(self, stream: str, count: int) -> None:
+        self.on_drop(stream, "decoder_behind", count)
+
     def on_reconnect(self, stream: str) -> None:
         self.metrics.reconnects.labels(stream).inc()
 

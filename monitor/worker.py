@@ -25,10 +25,13 @@ from .decode_mode import DecodeMode
 from .decoder import DecoderUnavailable, select_decoder
 from .media import detect_picture, model_input
 from .netdiag import unresolved_host
-from .sampler import Backoff, Pacer, Sampler
+from .sampler import Backoff, Lag, Pacer, Sampler
 from .worker_protocol import EXIT_ENDED, EXIT_FAILED, TICK_EVERY, Channel, WorkerSpec
 
 DISPLAY_SIZE = 384  # side of the whole-frame picture a worker sends with each sample
+# key frames only: a worker this far behind real time skips key frames (counted as dropped,
+# ``decoder_behind``) until it has caught up, rather than falling further behind
+SHED_LAG = 1.0
 
 
 def protocol_options(scheme: str, open_timeout: float, read_timeout: float) -> dict[str, str]:
@@ -95,6 +98,8 @@ class _Worker:
         self.backoff = Backoff(**cfg.reconnect.model_dump())
         self.decoded = 0
         self.packets = 0        # video packets read: the stream's progress when key frames only
+        self.shed = 0           # key frames skipped because the worker was behind real time
+        self.lag = Lag()
         self.decode_errors = 0
         self.seq = 0
         self.t_offset = 0.0     # added to pts so a looped file's clock keeps going forward
@@ -121,7 +126,7 @@ class _Worker:
         if force or now - self._last_tick >= TICK_EVERY:
             self._last_tick = now
             msg: dict[str, Any] = {"t": "tick", "decoded": self.decoded, "packets": self.packets,
-                                   "decode_errors": self.decode_errors}
+                                   "decode_errors": self.decode_errors, "shed": self.shed}
             if self.timing_det is not None:
                 msg["timing"] = self.timing_det.values(time.time())
             self.chan.send(msg)
@@ -276,7 +281,8 @@ class _Worker:
             self._last_packet = time.monotonic()
             self.packets += 1
             self.tick()
-            self._on_packet(packet, decoder, info)
+            if not self._on_packet(packet, decoder, info):
+                continue
             try:
                 frames = decoder.decode(packet)
                 if self.mode.keyframes_only and packet.is_keyframe:
@@ -331,9 +337,10 @@ class _Worker:
                 if take or det:
                     self.emit(frame, t, wall, take, det)
 
-    def _on_packet(self, packet, decoder, info: dict) -> None:
+    def _on_packet(self, packet, decoder, info: dict) -> bool:
         """Per video packet: the key-frame decision, and, while only key frames are decoded,
-        pacing and the timing detectors (which need every frame's time, not only the decoded)."""
+        pacing, the timing detectors (which need every frame's time, not only the decoded) and
+        shedding key frames while behind real time. False: do not decode this packet."""
         media_t = None
         stamp = packet.dts if packet.dts is not None else packet.pts
         if stamp is not None and packet.time_base is not None:
@@ -352,11 +359,20 @@ class _Worker:
             info["decode"] = self.mode.info()
             self.state("connected", info=info)
         if not self.mode.keyframes_only or t is None:
-            return
+            return True
         if self.pace:
             self.sleep(self.pacer.delay(t))
         if self.timing_det is not None:
             self.timing_det.on_frame(media_t, time.time())
+        # an unpaced file has no real time to keep; elsewhere skipping a key frame costs nothing
+        # to the next one (each decodes on its own) and saves its decode and detectors
+        if not packet.is_keyframe or (self.is_file and not self.pace):
+            return True
+        lag = self.pacer.lag if self.pace else self.lag.update(t)
+        if lag > SHED_LAG:
+            self.shed += 1
+            return False
+        return True
 
     def _drain(self, decoder, packet) -> list:
         """The key frame just sent, now: a decoder that reorders (B-frames) holds its output

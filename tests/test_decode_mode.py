@@ -6,6 +6,7 @@ fixed GOP (libx264, ``g``/``keyint_min``, no scene cuts), decoded by the real wo
 from __future__ import annotations
 
 import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from conftest import wait_for
 from engines.views import InputView
 from monitor.config import config_from_dict
 from monitor.decode_mode import KEYFRAME_LIMITS, DecodeMode
+from monitor.sampler import Lag
 from monitor.source import StreamListener, StreamWorker
 from monitor.stream_config import StreamConfig
 
@@ -106,11 +108,13 @@ def _clip(path: Path, gop: int, seconds: float = 8.0, bframes: int = 0) -> Path:
 def clips(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("gop")
     return {"gop1s": _clip(d / "gop1s.mp4", FPS), "gop4s": _clip(d / "gop4s.mp4", 4 * FPS),
+            "gop04s": _clip(d / "gop04s.mp4", 10, seconds=6.0),
             "bframes": _clip(d / "bframes.mp4", FPS, seconds=4.0, bframes=2)}
 
 
 class _Frames(StreamListener):
     def __init__(self):
+        self.shed = 0
         self.pts: list[float] = []
         self.walls: list[float] = []
         self.states: list[str] = []
@@ -128,6 +132,9 @@ class _Frames(StreamListener):
 
     def on_timing(self, stream, values):
         self.timing = dict(values)
+
+    def on_shed(self, stream, count):
+        self.shed += count
 
 
 def _run(url: Path, decode: str, rate: float, **extra) -> tuple[StreamWorker, _Frames]:
@@ -199,6 +206,42 @@ def test_a_looped_file_keeps_its_clock_when_only_key_frames_are_decoded(clips):
         w.stop()
         w.join()
     assert got.pts[:12] == [float(i) for i in range(12)]
+
+
+def test_lag_reads_a_growing_backlog_not_jitter_or_a_slow_clock():
+    now = [0.0]
+    lag = Lag(drift=1e-3, clock=lambda: now[0])
+    for i in range(100):  # on time, with up to 0.3 s of jitter
+        now[0] = i * 0.04 + (0.3 if i % 7 == 0 else 0.0)
+        assert lag.update(i * 0.04) <= 0.3 + 1e-9
+    for i in range(100, 200):  # handled at half speed: the backlog grows
+        now[0] = 4.0 + (i - 100) * 0.08
+    assert lag.update(199 * 0.04) == pytest.approx(3.96 - 0.0079, abs=0.05)
+    slow = Lag(drift=1e-3, clock=lambda: now[0])
+    for i in range(1000):  # a camera clock 0.05 % slow: forgiven
+        now[0] = i * 1.0005
+        assert slow.update(float(i)) == 0.0
+
+
+def test_a_key_frame_worker_behind_real_time_skips_key_frames_and_counts_them(clips):
+    """Suspended for 1.8 s (a busy machine), a paced key-frame worker is behind: it skips the key
+    frames it is late for, counting them (``decoder_behind``), instead of staying behind."""
+    import os
+    import signal
+
+    w, got = _run(clips["gop04s"], "keyframes", 2.5)  # key frames 0.4 s apart, sampled each
+    try:
+        wait_for(lambda: len(got.pts) >= 3, 20, message="three samples")
+        os.kill(w.pid, signal.SIGSTOP)
+        time.sleep(1.8)  # what is being measured: a worker that did not run for 1.8 s
+        os.kill(w.pid, signal.SIGCONT)
+        wait_for(got.ended.is_set, 20, message="the file to end")
+    finally:
+        w.stop()
+        w.join()
+    assert got.shed >= 2
+    after = [t for t in got.pts if t > 3.0]
+    assert after and len(got.pts) + got.shed == 15  # every key frame is scored or counted
 
 
 def test_check_config_summary_says_what_key_frames_only_cannot_see():

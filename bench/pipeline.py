@@ -311,9 +311,11 @@ def main() -> None:
     clips = clip_set(args.clip)
     setup = Setup(clips=clips, rate=args.rate, decode=args.decode, model=args.model, backend=args.backend,
                   max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, detectors=not args.no_detectors, nice=args.nice)
+    from engines.backends import options_class
     cpu = {"parallel": args.parallel, "threads": args.threads, "precision": args.precision, "spin": args.spin}
-    engine = QualityEngine(model=args.model, backend=args.backend, max_batch=args.max_batch,
-                           **(cpu if args.backend == "cpu" else {}))
+    options = options_class(args.backend)(**(cpu if args.backend == "cpu" else {}))
+    # as the monitor builds it: for its scoring threads
+    engine = QualityEngine(model=args.model, backend=options.for_many_callers(), max_batch=args.max_batch)
     bench = Bench(args, setup, engine)
     res: dict = {
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],

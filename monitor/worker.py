@@ -32,6 +32,8 @@ DISPLAY_SIZE = 384  # side of the whole-frame picture a worker sends with each s
 # key frames only: a worker this far behind real time skips key frames (counted as dropped,
 # ``decoder_behind``) until it has caught up, rather than falling further behind
 SHED_LAG = 1.0
+SHED_MAX_LAG = 30.0   # further behind than this is a stall (suspended, I/O), not a backlog
+PACE_MAX_LEAD = 2.0   # all frames: how far behind before the pacer gives up catching up
 
 
 def protocol_options(scheme: str, open_timeout: float, read_timeout: float) -> dict[str, str]:
@@ -94,7 +96,7 @@ class _Worker:
             except Exception as e:  # detectors are optional: score anyway
                 self.det_enabled = False
                 self._note(f"detectors disabled: {_describe(e)}")
-        self.pacer = Pacer()
+        self.pacer = Pacer(max_lead=PACE_MAX_LEAD)
         self.backoff = Backoff(**cfg.reconnect.model_dump())
         self.decoded = 0
         self.packets = 0        # video packets read: the stream's progress when key frames only
@@ -394,6 +396,10 @@ class _Worker:
         for sampler in (self.sampler, self.det_sampler):
             if sampler is not None:
                 sampler.slack = 0.25 * sampler.interval if keys else 0.0
+        # key frames only: a worker that fell behind (starved of CPU) races through the packets,
+        # skipping the key frames it is late for, to catch up; with all frames it may not (it
+        # would have to decode them all), so it resumes at real time where it is
+        self.pacer.max_lead = SHED_MAX_LAG if keys else PACE_MAX_LEAD
         if switching and not keys:
             # frames before the next key frame reference frames that were skipped: their
             # errors are the switch's, not the stream's

@@ -1,6 +1,7 @@
 """Backends: CPU runtimes agree with torch eager; GPU backends fail clearly without a GPU."""
 import importlib.util
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -163,6 +164,7 @@ def test_cpu_backend_scores_batches_side_by_side_as_it_scores_them_one_by_one(mo
 
     backend = CPUBackend(model, None, CPUOptions(runtime="onnxruntime", parallel=2))
     assert (backend.parallel, backend.threads, backend.max_batch) == (2, 1, 1)
+    assert CPUOptions().for_many_callers().parallel == os.cpu_count()  # the monitor's default
     alone = [backend.infer(calib[i:i + 1])[0][0] for i in range(len(calib))]
     side_by_side: dict[int, float] = {}
 

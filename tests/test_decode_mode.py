@@ -224,8 +224,9 @@ def test_lag_reads_a_growing_backlog_not_jitter_or_a_slow_clock():
 
 
 def test_a_key_frame_worker_behind_real_time_skips_key_frames_and_counts_them(clips):
-    """Suspended for 1.8 s (a busy machine), a paced key-frame worker is behind: it skips the key
-    frames it is late for, counting them (``decoder_behind``), instead of staying behind."""
+    """Suspended for 3 s (starved of CPU on a busy machine), a paced key-frame worker is behind: it
+    skips the key frames it is late for, counting them (``decoder_behind``), and catches up,
+    instead of staying 3 s behind (with all frames the pacer gives up catching up after 2 s)."""
     import os
     import signal
 
@@ -233,13 +234,13 @@ def test_a_key_frame_worker_behind_real_time_skips_key_frames_and_counts_them(cl
     try:
         wait_for(lambda: len(got.pts) >= 3, 20, message="three samples")
         os.kill(w.pid, signal.SIGSTOP)
-        time.sleep(1.8)  # what is being measured: a worker that did not run for 1.8 s
+        time.sleep(3.0)  # what is being measured: a worker that did not run for 3 s
         os.kill(w.pid, signal.SIGCONT)
         wait_for(got.ended.is_set, 20, message="the file to end")
     finally:
         w.stop()
         w.join()
-    assert got.shed >= 2
+    assert got.shed >= 5
     after = [t for t in got.pts if t > 3.0]
     assert after and len(got.pts) + got.shed == 15  # every key frame is scored or counted
 

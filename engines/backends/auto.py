@@ -25,6 +25,10 @@ class AutoOptions(BackendOptions):
     cuda: CUDAOptions = CUDAOptions()
     tensorrt: TensorRTOptions = TensorRTOptions()
 
+    def for_many_callers(self) -> AutoOptions:
+        return self.model_copy(update={"cpu": self.cpu.for_many_callers(), "cuda": self.cuda.for_many_callers(),
+                                       "tensorrt": self.tensorrt.for_many_callers()})
+
     def create(self, model: QualityModel, max_batch: int | None) -> Backend:
         """TensorRT on a GPU when it imports, else CUDA fp16, else CPU."""
         import torch

@@ -36,6 +36,11 @@ class BackendOptions(BaseModel):
         """The backend these options configure, running ``model``."""
         raise NotImplementedError
 
+    def for_many_callers(self) -> BackendOptions:
+        """These options where several threads score at once (the monitor's scorer): settings
+        left open take their values for that case."""
+        return self
+
 
 class Backend(ABC):
     """Runs a QualityModel on normalised batches ``(B,3,S,S)``.

@@ -39,8 +39,9 @@ class CPUOptions(BackendOptions):
         "auto", description="auto: ONNX Runtime when importable, else torch eager")
     parallel: int | None = Field(
         None, ge=1, le=64, description="batches scored at once, each from its own scorer thread on "
-        "`threads` threads; null: one per CPU core. Small batches side by side beat one large "
-        "batch on all cores (cache): 41 against 26 images/s on 2 cores (docs/performance.md)")
+        "`threads` threads; null: one per CPU core in the monitor, 1 where one caller scores "
+        "(report, score, eval). Small batches side by side beat one large batch on all cores "
+        "(cache): 41 against 26 images/s on 2 cores (docs/performance.md)")
     threads: int | None = Field(None, ge=1, description="threads per batch; null: 1 when batches "
                                 "run side by side (parallel > 1), else one per CPU core")
     spin: bool = Field(False, description="ONNX Runtime's idle worker threads spin-wait for "
@@ -52,6 +53,9 @@ class CPUOptions(BackendOptions):
 
     def create(self, model: QualityModel, max_batch: int | None) -> CPUBackend:
         return CPUBackend(model, max_batch, self)
+
+    def for_many_callers(self) -> CPUOptions:
+        return self if self.parallel else self.model_copy(update={"parallel": os.cpu_count() or 1})
 
 
 def export_onnx(model: QualityModel, path: Path, input_size: int) -> Path:
@@ -115,7 +119,7 @@ class CPUBackend(Backend):
         import torch
 
         cores = os.cpu_count() or 1
-        self.parallel = options.parallel or cores
+        self.parallel = options.parallel or 1
         self.threads = options.threads or (1 if self.parallel > 1 else cores)
         # unless configured: batches of 1 side by side, 2 on all cores (measured fastest per image)
         super().__init__(model, max_batch or (1 if self.parallel > 1 else 2))

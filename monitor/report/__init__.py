@@ -106,7 +106,7 @@ def run_report(args: argparse.Namespace) -> int:
         d = cfg.defaults
         model, rate, rules, detectors = d.model, d.sample_rate, d.alert_rules(), d.detectors
         e = cfg.engine
-        backend, weights, batch, preprocess = e.options, e.weights or "none", e.max_batch, e.preprocess
+        backend, weights, batch, preprocess = e.options, e.weights or "none", e.max_batch or batch, e.preprocess
         rules_from = f"defaults + {Path(args.config).name}"
     model = args.model or model
     backend = args.backend or backend

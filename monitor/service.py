@@ -98,8 +98,9 @@ class Monitor:
             self.engines = {}
             for model in self.config.models():
                 # several scoring threads: the backend's settings for that (engines.backends)
-                self.engines[model] = QualityEngine(model=model, backend=e.options.for_many_callers(), weights=e.weights,
-                                                    max_batch=e.max_batch, preprocess=e.preprocess)
+                self.engines[model] = QualityEngine(model=model, backend=e.options.for_many_callers(),
+                                                    weights=e.weights, max_batch=e.max_batch,
+                                                    preprocess=e.preprocess)
                 log.info("model %s on %s", model, self.engines[model].info.get("backend_detail")
                          or self.engines[model].info.get("backend"))
         for model, eng in self.engines.items():

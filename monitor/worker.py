@@ -27,6 +27,7 @@ from .media import detect_picture, model_input
 from .netdiag import unresolved_host
 from .sampler import Backoff, Lag, Pacer, Sampler
 from .worker_protocol import EXIT_ENDED, EXIT_FAILED, TICK_EVERY, Channel, WorkerSpec
+from .worker_setup import die_with_parent, lower_priority, protocol_options
 
 DISPLAY_SIZE = 384  # side of the whole-frame picture a worker sends with each sample
 # key frames only: a worker this far behind real time skips key frames (counted as dropped,
@@ -34,22 +35,6 @@ DISPLAY_SIZE = 384  # side of the whole-frame picture a worker sends with each s
 SHED_LAG = 1.0
 SHED_MAX_LAG = 30.0   # further behind than this is a stall (suspended, I/O), not a backlog
 PACE_MAX_LEAD = 2.0   # all frames: how far behind before the pacer gives up catching up
-
-
-def protocol_options(scheme: str, open_timeout: float, read_timeout: float) -> dict[str, str]:
-    """FFmpeg options that bound blocking I/O for each protocol (microseconds)."""
-    us = str(int(read_timeout * 1_000_000))
-    if scheme in ("rtsp", "rtsps"):
-        # FFmpeg >= 5: 'timeout' is the RTSP socket I/O timeout (it was 'stimeout' before)
-        return {"rtsp_transport": "tcp", "timeout": us}
-    if scheme in ("http", "https", "hls"):
-        return {"rw_timeout": us, "timeout": us}
-    if scheme in ("udp", "rtp"):
-        return {"timeout": us, "overrun_nonfatal": "1", "fifo_size": "278876"}
-    if scheme == "file":
-        return {}
-    # rtmp, srt, tcp, tls, ...: the generic AVIO read/write timeout
-    return {"rw_timeout": us}
 
 
 def _describe(exc: BaseException) -> str:
@@ -440,39 +425,13 @@ class _Worker:
             self.chan.send({"t": "det", "pts": t, "ts": wall, "detectors": values})
 
 
-def _die_with_parent() -> None:
-    """Linux: get SIGKILL when the supervising thread's process goes away."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def lower_priority(nice: int) -> None:
-    """Run at ``nice`` (0-19) relative to the monitor (the stream's ``nice`` setting).
-
-    A worker has its own session, so where the kernel groups processes by session
-    (``/proc/sys/kernel/sched_autogroup_enabled``) its nice value alone would not weigh
-    against the scorer: the session group's nice is set too."""
-    if nice <= 0:
-        return
-    os.nice(nice)
-    try:
-        with open("/proc/self/autogroup", "w") as f:
-            f.write(str(nice))
-    except OSError:  # no autogroups (kernel option off), or not allowed: the nice value still holds
-        pass
-
-
 def worker_main() -> int:
     """Entry point of ``python -m monitor.worker``: spec on stdin, messages on stdout."""
     proto_fd = os.dup(1)
     os.dup2(2, 1)  # anything printed by libraries goes to stderr, never into the protocol
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
-    _die_with_parent()
+    die_with_parent()
     spec = WorkerSpec.from_line(sys.stdin.readline())
     sys.stdin.close()
     lower_priority(spec.stream.nice)

@@ -17,7 +17,7 @@ from monitor.sampler import Backoff, Pacer, Sampler
 from monitor.sinks.redis_sink import decode_map, dumps_detectors, encode_map
 from monitor.sinks.redis_writer import RedisMetrics, RedisWriter
 from monitor.source import FrameMessage
-from monitor.worker import protocol_options
+from monitor.worker_setup import protocol_options
 
 
 def test_sampler_takes_one_frame_per_interval():

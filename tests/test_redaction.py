@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from conftest import ROOT, SAMPLES, redis_writer, vqmon_command, wait_for
 from monitor.config import Scrubber, config_from_dict, ffmpeg_url, redact_url
 from monitor.redis_server import EmbeddedRedis, RedisServerError, free_port
-from monitor.worker import protocol_options
+from monitor.worker_setup import protocol_options
 
 URL_TEMPLATE = "rtsp://admin:{}@127.0.0.1:8554/cam1"
 REDACTED = URL_TEMPLATE.format("***")

@@ -328,6 +328,8 @@ class _Worker:
         """Per video packet: the key-frame decision, and, while only key frames are decoded,
         pacing, the timing detectors (which need every frame's time, not only the decoded) and
         shedding key frames while behind real time. False: do not decode this packet."""
+        if self.mode.setting == "all":  # nothing to decide or feed per packet
+            return True
         media_t = None
         stamp = packet.dts if packet.dts is not None else packet.pts
         if stamp is not None and packet.time_base is not None:
@@ -361,11 +363,15 @@ class _Worker:
             return False
         return True
 
+    def _context(self, decoder):
+        """The codec context that decodes: the decoder's own (NVDEC), else the stream's."""
+        return decoder.context if decoder.context is not None else self._codec_context
+
     def _drain(self, decoder, packet) -> list:
         """The key frame just sent, now: a decoder that reorders (B-frames) holds its output
         until more frames follow, which are the next key frames, seconds later, when it skips
         the rest. Each key frame decodes on its own, so the decoder is drained and reset."""
-        ctx = decoder.context if decoder.context is not None else self._codec_context
+        ctx = self._context(decoder)
         frames = ctx.decode(None)
         ctx.flush_buffers()
         for frame in frames:
@@ -375,8 +381,7 @@ class _Worker:
 
     def _apply_mode(self, decoder, switching: bool = False) -> None:
         keys = self.mode.keyframes_only
-        ctx = decoder.context if decoder.context is not None else self._codec_context
-        ctx.skip_frame = "NONKEY" if keys else "DEFAULT"
+        self._context(decoder).skip_frame = "NONKEY" if keys else "DEFAULT"
         # a key frame a little early still counts as the sample that is due (GOP jitter)
         for sampler in (self.sampler, self.det_sampler):
             if sampler is not None:
@@ -419,8 +424,8 @@ class _Worker:
             payload = (memoryview(img).cast("B") if img.flags.c_contiguous else img.tobytes()) \
                 if self.view.mode == "resize" else img.tobytes() + model_input(frame, self.view).tobytes()
             self.chan.send({"t": "frame", "seq": self.seq, "pts": t, "ts": wall, "w": w, "h": h,
-                            "size": self.size, "side": self.view.side, "decoded": self.decoded, "packets": self.packets,
-                            "detectors": values}, payload)
+                            "size": self.size, "side": self.view.side, "decoded": self.decoded,
+                            "packets": self.packets, "detectors": values}, payload)
         elif values is not None:
             self.chan.send({"t": "det", "pts": t, "ts": wall, "detectors": values})
 

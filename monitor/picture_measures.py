@@ -38,6 +38,9 @@ _NOISE_PERCENTILE = 5.0
 # white noise of sigma s: |I*N| is half-normal of scale 6 s, and the 5th percentile of the
 # means of 16 independent ones is 3.364 s (simulated, 400k blocks)
 _NOISE_Q_TO_SIGMA = 1.0 / 3.3643
+# values at or beyond these are clipped: limited-range black and white (16, 235) plus 1 level,
+# where clipped RGB lands in video; then the plane's hard limits
+_CLIP_LEVELS = ((17.0, 234.0), (2.0, 253.0))
 _EDGE_BLOCK = 8
 _EDGE_MIN_CONTRAST = 0.1
 _EDGE_PERCENTILE = 99.9
@@ -51,7 +54,10 @@ def noise_native(y8: np.ndarray, downscale: float = 1.0) -> float:
     responses on a regular subgrid (every 3rd pixel or sparser, at most 2**17 of them) are averaged in blocks of 4 x 4;
     the 5th percentile of the block means (3.364 sigma for white noise) is read as the noise of the flattest parts of the
     picture (texture and edges lift the other blocks; white noise lifts every block alike).
-    Blocks that touch a clipped value (<= 2, >= 253) are left out: clipping removes noise.
+    Blocks that touch a clipped value are left out, since clipping removes noise: within 1 level
+    of limited-range black (16) or white (235), where clipped RGB lands in video (in a
+    full-range plane that also leaves out the darkest and brightest 7 %, where noise is crushed
+    as well); in a picture with fewer than 16 blocks left that way, only those at 0-2 or 253-255.
     ``downscale`` > 1: the plane was scaled down by that linear factor from the source, which
     divided white noise by about as much; the estimate is multiplied back. nan when fewer than
     16 blocks are left.
@@ -75,15 +81,20 @@ def noise_native(y8: np.ndarray, downscale: float = 1.0) -> float:
     if bh * bw < 16:
         return float("nan")
     means = r[:bh * b, :bw * b].reshape(bh, b, bw, b).mean(axis=(1, 3))
-    if float(yf.min()) <= 2.0 or float(yf.max()) >= 253.0:
-        clip = (yf <= 2.0) | (yf >= 253.0)
+    for low, high in _CLIP_LEVELS:  # video's levels first; a picture that is nearly all black
+        if float(yf.min()) > low and float(yf.max()) < high:  # or white: the hard ones
+            break
+        clip = (yf <= low) | (yf >= high)
         near = np.zeros(r.shape, dtype=bool)
         for dy in range(3):
             for dx in range(3):
                 near |= clip[dy:dy + h:step, dx:dx + w:step]
-        means = means[~near[:bh * b, :bw * b].reshape(bh, b, bw, b).any(axis=(1, 3))]
-        if means.size < 16:
-            return float("nan")
+        kept = means[~near[:bh * b, :bw * b].reshape(bh, b, bw, b).any(axis=(1, 3))]
+        if kept.size >= 16:
+            means = kept
+            break
+    else:
+        return float("nan")
     q = float(np.percentile(means, _NOISE_PERCENTILE))
     return q * _NOISE_Q_TO_SIGMA * max(float(downscale), 1.0)
 

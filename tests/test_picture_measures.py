@@ -28,6 +28,22 @@ def test_noise_reads_the_same_at_every_resolution(sigma):
     assert noise_native((_scene(720, 1280) * 255).astype(np.uint8)) < 0.5  # clean
 
 
+def test_noise_is_not_read_where_video_black_clips_it():
+    """A 4:3 picture pillarboxed in 16:9 with noise added in RGB: in the bars the noise is
+    clipped at RGB 0, which lands on limited-range black (16), and must not be taken for the
+    flattest, least noisy part of the picture (chaplin with sigma 20 read 7 before)."""
+    rng = np.random.default_rng(3)
+    h, w, bar = 720, 1280, 160
+    rgb_level = np.zeros((h, w), np.float32)
+    rgb_level[:, bar:w - bar] = _scene(h, w - 2 * bar) * 255
+    noisy = np.clip(rgb_level + rng.normal(0, 20, (h, w)), 0, 255)
+    y8 = np.round(16 + noisy * 219 / 255).astype(np.uint8)  # limited range, as a decoder gives
+    assert noise_native(y8) == pytest.approx(20 * 219 / 255, rel=0.15)
+    # a picture that is nearly all video black still reads its noise from the hard limits
+    dark = np.round(16 + np.clip(rng.normal(6, 6, (h, w)), 0, 255) * 219 / 255).astype(np.uint8)
+    assert noise_native(dark) == noise_native(dark) > 0  # not nan
+
+
 def test_detectors_measure_noise_on_the_native_plane():
     """720p noise read through the worker's path (a 640-wide frame plus the native luma plane)
     matches the noise put in; the 640-wide frame alone would read about half of it."""

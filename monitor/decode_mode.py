@@ -105,3 +105,4 @@ class DecodeMode:
         if self.keyframes_only:
             out["unseen"] = list(KEYFRAME_LIMITS)
         return out
+

@@ -25,16 +25,12 @@ from .decode_mode import DecodeMode
 from .decoder import DecoderUnavailable, select_decoder
 from .media import detect_picture, model_input
 from .netdiag import unresolved_host
-from .sampler import Backoff, Lag, Pacer, Sampler
+from .real_time import RealTime
+from .sampler import Backoff, Sampler
 from .worker_protocol import EXIT_ENDED, EXIT_FAILED, TICK_EVERY, Channel, WorkerSpec
 from .worker_setup import die_with_parent, lower_priority, protocol_options
 
 DISPLAY_SIZE = 384  # side of the whole-frame picture a worker sends with each sample
-# key frames only: a worker this far behind real time skips key frames (counted as dropped,
-# ``decoder_behind``) until it has caught up, rather than falling further behind
-SHED_LAG = 1.0
-SHED_MAX_LAG = 30.0   # further behind than this is a stall (suspended, I/O), not a backlog
-PACE_MAX_LEAD = 2.0   # all frames: how far behind before the pacer gives up catching up
 
 
 def _describe(exc: BaseException) -> str:
@@ -81,12 +77,10 @@ class _Worker:
             except Exception as e:  # detectors are optional: score anyway
                 self.det_enabled = False
                 self._note(f"detectors disabled: {_describe(e)}")
-        self.pacer = Pacer(max_lead=PACE_MAX_LEAD)
+        self.clock = RealTime(paced=self.pace, live=not self.is_file)
         self.backoff = Backoff(**cfg.reconnect.model_dump())
         self.decoded = 0
         self.packets = 0        # video packets read: the stream's progress when key frames only
-        self.shed = 0           # key frames skipped because the worker was behind real time
-        self.lag = Lag()
         self.decode_errors = 0
         self.seq = 0
         self.t_offset = 0.0     # added to pts so a looped file's clock keeps going forward
@@ -113,7 +107,7 @@ class _Worker:
         if force or now - self._last_tick >= TICK_EVERY:
             self._last_tick = now
             msg: dict[str, Any] = {"t": "tick", "decoded": self.decoded, "packets": self.packets,
-                                   "decode_errors": self.decode_errors, "shed": self.shed}
+                                   "decode_errors": self.decode_errors, "shed": self.clock.shed}
             if self.timing_det is not None:
                 msg["timing"] = self.timing_det.values(time.time())
             self.chan.send(msg)
@@ -257,7 +251,7 @@ class _Worker:
         self.state("connected", info=info)
         if not self.is_file:
             self.sampler.reset()
-            self.pacer.reset()
+            self.clock.reset()
             if self.det_sampler:
                 self.det_sampler.reset()
         consecutive_errors = 0
@@ -305,7 +299,7 @@ class _Worker:
                 if self.is_file or self.pace:
                     clock = t  # sample on the stream's own clock
                     if self.pace and not self.mode.keyframes_only:  # else paced per packet
-                        self.sleep(self.pacer.delay(clock))
+                        self.sleep(self.clock.pacer.delay(clock))
                         wall = time.time()
                 else:
                     clock = time.monotonic()  # live: sample on arrival
@@ -327,8 +321,9 @@ class _Worker:
     def _on_packet(self, packet, decoder, info: dict) -> bool:
         """Per video packet: the key-frame decision, and, while only key frames are decoded,
         pacing, the timing detectors (which need every frame's time, not only the decoded) and
-        shedding key frames while behind real time. False: do not decode this packet."""
-        if self.mode.setting == "all":  # nothing to decide or feed per packet
+        shedding key frames while behind real time; with all frames, catching up
+        (:class:`CatchUp`). False: do not decode this packet."""
+        if self.mode.setting == "all" and self.clock.catch_up is None:  # an unpaced file: keep all
             return True
         media_t = None
         stamp = packet.dts if packet.dts is not None else packet.pts
@@ -347,21 +342,34 @@ class _Worker:
             self._note(changed, level="info")
             info["decode"] = self.mode.info()
             self.state("connected", info=info)
-        if not self.mode.keyframes_only or t is None:
+        if t is None:
             return True
-        if self.pace:
-            self.sleep(self.pacer.delay(t))
-        if self.timing_det is not None:
-            self.timing_det.on_frame(media_t, time.time())
+        if not self.mode.keyframes_only:
+            return self.clock.catch_up is None or self._keep_up(packet, decoder, media_t, t)
+        self._per_packet(media_t, t)
         # an unpaced file has no real time to keep; elsewhere skipping a key frame costs nothing
         # to the next one (each decodes on its own) and saves its decode and detectors
-        if not packet.is_keyframe or (self.is_file and not self.pace):
+        return not packet.is_keyframe or (self.is_file and not self.pace) or not self.clock.skip_key(t)
+
+    def _per_packet(self, media_t: float | None, t: float) -> None:
+        """What frames that are not decoded still owe: pacing and the timing detectors."""
+        if self.pace:
+            self.sleep(self.clock.pacer.delay(t))
+        if self.timing_det is not None:
+            self.timing_det.on_frame(media_t, time.time())
+
+    def _keep_up(self, packet, decoder, media_t: float | None, t: float) -> bool:
+        """All frames: decode unless behind real time (``CatchUp``); the samples due while it
+        skips are counted as shed."""
+        decode, fell_behind = self.clock.keep_all(t, packet.is_keyframe)
+        if decode:
             return True
-        lag = self.pacer.lag if self.pace else self.lag.update(t)
-        if lag > SHED_LAG:
-            self.shed += 1
-            return False
-        return True
+        if fell_behind:  # the frames the decoder holds are late too
+            self._context(decoder).flush_buffers()
+        self._per_packet(media_t, t)
+        if self.sampler.take(t if self.is_file or self.pace else time.monotonic()):
+            self.clock.shed += 1
+        return False
 
     def _context(self, decoder):
         """The codec context that decodes: the decoder's own (NVDEC), else the stream's."""
@@ -386,10 +394,6 @@ class _Worker:
         for sampler in (self.sampler, self.det_sampler):
             if sampler is not None:
                 sampler.slack = 0.25 * sampler.interval if keys else 0.0
-        # key frames only: a worker that fell behind (starved of CPU) races through the packets,
-        # skipping the key frames it is late for, to catch up; with all frames it may not (it
-        # would have to decode them all), so it resumes at real time where it is
-        self.pacer.max_lead = SHED_MAX_LAG if keys else PACE_MAX_LEAD
         if switching and not keys:
             # frames before the next key frame reference frames that were skipped: their
             # errors are the switch's, not the stream's

@@ -18,6 +18,7 @@ from conftest import wait_for
 from engines.views import InputView
 from monitor.config import config_from_dict
 from monitor.decode_mode import KEYFRAME_LIMITS, DecodeMode
+from monitor.real_time import CatchUp
 from monitor.sampler import Lag
 from monitor.source import StreamListener, StreamWorker
 from monitor.stream_config import StreamConfig
@@ -115,6 +116,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 class _Frames(StreamListener):
     def __init__(self):
         self.shed = 0
+        self.decode_errors = 0
         self.pts: list[float] = []
         self.walls: list[float] = []
         self.states: list[str] = []
@@ -135,6 +137,9 @@ class _Frames(StreamListener):
 
     def on_shed(self, stream, count):
         self.shed += count
+
+    def on_decode_errors(self, stream, count):
+        self.decode_errors += count
 
 
 def _run(url: Path, decode: str, rate: float, **extra) -> tuple[StreamWorker, _Frames]:
@@ -226,7 +231,7 @@ def test_lag_reads_a_growing_backlog_not_jitter_or_a_slow_clock():
 def test_a_key_frame_worker_behind_real_time_skips_key_frames_and_counts_them(clips):
     """Suspended for 3 s (starved of CPU on a busy machine), a paced key-frame worker is behind: it
     skips the key frames it is late for, counting them (``decoder_behind``), and catches up,
-    instead of staying 3 s behind (with all frames the pacer gives up catching up after 2 s)."""
+    instead of staying 3 s behind."""
     import os
     import signal
 
@@ -243,6 +248,42 @@ def test_a_key_frame_worker_behind_real_time_skips_key_frames_and_counts_them(cl
     assert got.shed >= 5
     after = [t for t in got.pts if t > 3.0]
     assert after and len(got.pts) + got.shed == 15  # every key frame is scored or counted
+
+
+def test_an_all_frames_worker_behind_real_time_skips_to_a_key_frame_and_counts_the_samples(clips):
+    """The same with every frame decoded: behind by more than 1 s, the worker stops decoding and
+    skips packets up to a key frame it reaches caught up, counting the samples due meanwhile,
+    then decodes all frames from there at real time (no decode error: it resumes at a key frame)."""
+    import os
+    import signal
+
+    w, got = _run(clips["gop04s"], "all", 2.5)
+    try:
+        wait_for(lambda: len(got.pts) >= 3, 20, message="three samples")
+        os.kill(w.pid, signal.SIGSTOP)
+        time.sleep(3.0)  # what is being measured: a worker that did not run for 3 s
+        os.kill(w.pid, signal.SIGCONT)
+        wait_for(got.ended.is_set, 20, message="the file to end")
+    finally:
+        w.stop()
+        w.join()
+    assert got.shed >= 5
+    assert len(got.pts) + got.shed == 15  # every sample is scored or counted
+    # after the catch-up the samples keep to real time again: media time against wall time
+    after = [(pts, wall) for pts, wall in zip(got.pts, got.walls) if pts > got.pts[2] + 3.0]
+    assert len(after) >= 2
+    lags = [(wall - after[0][1]) - (pts - after[0][0]) for pts, wall in after]
+    assert max(lags) < 0.5, lags
+    assert got.decode_errors == 0
+
+
+def test_catch_up_skips_while_behind_and_resumes_only_at_a_key_frame_caught_up():
+    c = CatchUp()
+    assert c.decode(0.9, False) and c.decode(0.9, True)  # under a second behind: decode all
+    assert not c.decode(1.2, False)  # behind: skip
+    assert not c.decode(0.4, False)  # caught up, but not at a key frame: frames would be broken
+    assert not c.decode(0.8, True)  # a key frame, but still more than half a second behind
+    assert c.decode(0.4, True) and c.decode(0.9, False)  # resumed at a key frame caught up
 
 
 def test_check_config_summary_says_what_key_frames_only_cannot_see():

@@ -228,14 +228,13 @@ def test_lag_reads_a_growing_backlog_not_jitter_or_a_slow_clock():
         assert slow.update(float(i)) == 0.0
 
 
-def test_a_key_frame_worker_behind_real_time_skips_key_frames_and_counts_them(clips):
-    """Suspended for 3 s (starved of CPU on a busy machine), a paced key-frame worker is behind: it
-    skips the key frames it is late for, counting them (``decoder_behind``), and catches up,
-    instead of staying 3 s behind."""
+def _suspended_for_3_s(clip: Path, decode: str) -> _Frames:
+    """A paced worker sampling 2.5/s, suspended for 3 s after its third sample (starved of CPU
+    on a busy machine), run to the end of the file."""
     import os
     import signal
 
-    w, got = _run(clips["gop04s"], "keyframes", 2.5)  # key frames 0.4 s apart, sampled each
+    w, got = _run(clip, decode, 2.5)
     try:
         wait_for(lambda: len(got.pts) >= 3, 20, message="three samples")
         os.kill(w.pid, signal.SIGSTOP)
@@ -245,6 +244,13 @@ def test_a_key_frame_worker_behind_real_time_skips_key_frames_and_counts_them(cl
     finally:
         w.stop()
         w.join()
+    return got
+
+
+def test_a_key_frame_worker_behind_real_time_skips_key_frames_and_counts_them(clips):
+    """Behind real time, a paced key-frame worker skips the key frames it is late for, counting
+    them (``decoder_behind``), and catches up, instead of staying 3 s behind."""
+    got = _suspended_for_3_s(clips["gop04s"], "keyframes")  # key frames 0.4 s apart, sampled each
     assert got.shed >= 5
     after = [t for t in got.pts if t > 3.0]
     assert after and len(got.pts) + got.shed == 15  # every key frame is scored or counted
@@ -254,19 +260,7 @@ def test_an_all_frames_worker_behind_real_time_skips_to_a_key_frame_and_counts_t
     """The same with every frame decoded: behind by more than 1 s, the worker stops decoding and
     skips packets up to a key frame it reaches caught up, counting the samples due meanwhile,
     then decodes all frames from there at real time (no decode error: it resumes at a key frame)."""
-    import os
-    import signal
-
-    w, got = _run(clips["gop04s"], "all", 2.5)
-    try:
-        wait_for(lambda: len(got.pts) >= 3, 20, message="three samples")
-        os.kill(w.pid, signal.SIGSTOP)
-        time.sleep(3.0)  # what is being measured: a worker that did not run for 3 s
-        os.kill(w.pid, signal.SIGCONT)
-        wait_for(got.ended.is_set, 20, message="the file to end")
-    finally:
-        w.stop()
-        w.join()
+    got = _suspended_for_3_s(clips["gop04s"], "all")
     assert got.shed >= 5
     assert len(got.pts) + got.shed == 15  # every sample is scored or counted
     # after the catch-up the samples keep to real time again: media time against wall time

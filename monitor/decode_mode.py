@@ -105,4 +105,3 @@ class DecodeMode:
         if self.keyframes_only:
             out["unseen"] = list(KEYFRAME_LIMITS)
         return out
-

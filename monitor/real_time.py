@@ -46,6 +46,11 @@ class RealTime:
         self.catch_up = CatchUp() if paced or live else None
         self.shed = 0  # samples skipped because the worker was behind real time
 
+    @property
+    def keeps_time(self) -> bool:
+        """False for an unpaced file: nothing to pace, to lag behind or to shed."""
+        return self.catch_up is not None
+
     def reset(self) -> None:
         """A reconnect: timestamps start anywhere."""
         self.pacer.reset()

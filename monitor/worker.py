@@ -323,7 +323,7 @@ class _Worker:
         pacing, the timing detectors (which need every frame's time, not only the decoded) and
         shedding key frames while behind real time; with all frames, catching up
         (:class:`CatchUp`). False: do not decode this packet."""
-        if self.mode.setting == "all" and self.clock.catch_up is None:  # an unpaced file: keep all
+        if self.mode.setting == "all" and not self.clock.keeps_time:
             return True
         media_t = None
         stamp = packet.dts if packet.dts is not None else packet.pts
@@ -345,11 +345,11 @@ class _Worker:
         if t is None:
             return True
         if not self.mode.keyframes_only:
-            return self.clock.catch_up is None or self._keep_up(packet, decoder, media_t, t)
+            return not self.clock.keeps_time or self._keep_up(packet, decoder, media_t, t)
         self._per_packet(media_t, t)
-        # an unpaced file has no real time to keep; elsewhere skipping a key frame costs nothing
-        # to the next one (each decodes on its own) and saves its decode and detectors
-        return not packet.is_keyframe or (self.is_file and not self.pace) or not self.clock.skip_key(t)
+        # skipping a key frame costs nothing to the next one (each decodes on its own) and saves
+        # its decode and detectors
+        return not packet.is_keyframe or not self.clock.keeps_time or not self.clock.skip_key(t)
 
     def _per_packet(self, media_t: float | None, t: float) -> None:
         """What frames that are not decoded still owe: pacing and the timing detectors."""

@@ -61,7 +61,8 @@ for _n in ("color_diffusion", "color_shift", "color_saturation_1", "color_satura
 
 def test_registry_has_25_kadid_types_and_the_video_ones():
     assert len(KADID_TYPES) == 25
-    assert set(VIDEO_TYPES) == {"h264", "hevc", "blocking", "banding", "interlace", "packet_loss"}
+    assert set(VIDEO_TYPES) == {"h264", "hevc", "blocking", "banding", "interlace", "packet_loss",
+                                "underexposure"}
     families = {d.family for d in DISTORTIONS.values()}
     assert families == {"blur", "color", "compression", "noise", "brightness", "spatial",
                         "sharpness_contrast", "video"}

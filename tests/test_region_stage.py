@@ -76,6 +76,23 @@ def test_tiny_region_stage_trains_heads_only(photos, name):
     assert not model.training
 
 
+def test_always_types_are_in_every_photos_chains(photos):
+    """``always``: the named type is one of each photo's chains (levels 1-5), the others are
+    drawn; without it, a draw of 2 of 6 types misses it on some photo."""
+    model = create_model("glint", weights="none")
+    types = ["high_sharpen", "color_saturation_1", "gaussian_blur", "banding", "jpeg", "underexposure"]
+
+    def chains(**kw):
+        cache = R.build_cache(model, photos, np.arange(len(photos)), None, types, n_full=0, n_pasted=0,
+                              seed=0, show_progress=False, min_level=1, chains=2, **kw)
+        names = np.asarray(cache.dtype)
+        return [sorted(cache.level[(cache.src == s) & (names == "underexposure")].tolist())
+                for s in range(len(photos))]
+
+    assert chains(always=("underexposure",)) == [[1, 2, 3, 4, 5]] * len(photos)
+    assert [] in chains()
+
+
 def _level_chains(photos, name):
     """The shipped model, its cache of four photos with two 5-level chains each (types the
     shipped models rank poorly across; sharpening is even rewarded) and its teacher."""

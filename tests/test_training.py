@@ -376,3 +376,21 @@ def test_native_recipe_cross_validates_ships_its_view_and_ranks_synthetic_levels
     assert x.shape[0] == better.shape[0] == 11 and x.shape[-1] == 64  # clean + 2 chains x 5 levels
     assert not better.diagonal().any() and not better.T[0].any()
     assert better.sum(1)[0] == 10  # the batch's first row is the clean image: above all ten others
+
+
+def test_native_crops_weights_record_the_served_whole_frame_view(dataset, tmp_path):
+    """``--serve-size``: crops cannot be served, so the --final weights record the whole frame
+    resized to that side (and the crops they were trained on, in their meta)."""
+    from engines.models import create_model
+    from engines.train import native
+    from engines.views import InputView
+
+    livec, _ = dataset
+    out = tmp_path / "run"
+    argv = ["--model", "bifusion", "--csv", str(livec / "labels.csv"), "--view", "crops", "--size", "64",
+            "--folds", "1", "--final", "--epochs", "1", "--batch", "4", "--serve-size", "96",
+            "--out", str(out), "--no-progress"]
+    assert native.main(argv) == 0
+    served = create_model("bifusion", weights=out / "bifusion.pt")
+    assert served.input_view == InputView("resize", size=96) and served.input_size == 96
+    assert served.weights_info["trained_view"] == InputView("crops", size=64).to_meta()

@@ -74,7 +74,7 @@ class Distortion:
     family: str  # blur, color, compression, noise, brightness, spatial, sharpness_contrast, video
     fn: DistortionFn
     params: tuple  # the per-level parameter (index 0 = level 1), for documentation/model cards
-    kadid: bool  # one of the 25 KADID-10k types (False: video-specific addition)
+    kadid: bool  # one of the 25 KADID-10k types (False: an addition for video and cameras)
     description: str = ""
 
     def __call__(self, img: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
@@ -383,6 +383,19 @@ def darken(img, level, rng):
     return _lut(img, lambda x: x**g)
 
 
+UNDEREXPOSURE_STOPS = (1.0, 2.0, 3.0, 4.0, 5.0)
+
+
+def underexposure(img, level, rng):
+    """Exposure lowered by whole stops in linear light (a camera whose auto-exposure failed)."""
+    k = 2.0 ** -UNDEREXPOSURE_STOPS[level - 1]
+
+    def curve(x):  # sRGB -> linear, scale, -> sRGB
+        lin = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * k
+        return np.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055)
+    return _lut(img, curve)
+
+
 def mean_shift(img, level, rng):
     """Add a constant to every channel; the sign is drawn from rng."""
     sign = 1.0 if rng.random() < 0.5 else -1.0
@@ -654,6 +667,7 @@ DISTORTIONS: dict[str, Distortion] = {
         _reg("banding", "video", banding, BANDING_LEVELS, kadid=False),
         _reg("interlace", "video", interlace, INTERLACE_SHIFT_PX, kadid=False),
         _reg("packet_loss", "video", packet_loss, PACKET_LOSS_FRACTION, kadid=False),
+        _reg("underexposure", "brightness", underexposure, UNDEREXPOSURE_STOPS, kadid=False),
     ]
 }
 

@@ -229,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=int, default=7)
     p.add_argument("--patch", type=int, default=32)
     p.add_argument("--size", type=int, default=224, help="crop side (crops view)")
+    p.add_argument("--serve-size", type=int, default=None,
+                   help="--final weights record the whole frame resized to this side as their "
+                        "view (what they are served with), not the training view; crops cannot "
+                        "be served, and 512 is about the native scale of livec-dev's 500-px photos")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--only-folds", default=None, help="comma-separated fold numbers to run (default all)")
     p.add_argument("--final", action="store_true", help="train on the whole set and save weights")
@@ -311,10 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         results["final"] = {"train_s": time.monotonic() - t0, "losses": hist}
         if args.model != "plain":
             from ..weights import save_weights
-            model.input_size, model.input_view = view.side, view
+            served = InputView("resize", size=args.serve_size) if args.serve_size else view
+            model.input_size, model.input_view = served.side, served
             dest = Path(args.weights_out or out / f"{args.model}.pt")
             save_weights(model, dest, meta={"recipe": "engines.train.native", "epochs": args.epochs,
                                             "init": args.init, "syn_rank": results["syn_rank"],
+                                            "trained_view": view.to_meta(),
                                             "trained_on": f"livec-dev ({n} images)"})
             results["final"]["weights"] = str(dest)
         results_path.write_text(json.dumps(results, indent=1))

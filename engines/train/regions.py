@@ -136,7 +136,7 @@ def _run_backbone(model, images: list[np.ndarray], store: dict, start: int, dtyp
 def build_cache(model, pristine: np.ndarray, src_idx: np.ndarray, livec: np.ndarray | None,
                 types: list[str], n_full: int, n_pasted: int, seed: int, batch: int = 8,
                 show_progress: bool = True, min_level: int = 2, chains: int = 0,
-                view=None) -> TapCache:
+                view=None, always: tuple[str, ...] = ()) -> TapCache:
     """Distort, paste and run the (frozen) backbone once per image; pristine rows are kept in
     fp16 (memory), livec rows in fp32 (their old/new scores are compared exactly).
 
@@ -147,7 +147,9 @@ def build_cache(model, pristine: np.ndarray, src_idx: np.ndarray, livec: np.ndar
 
     Whole-frame distorted versions: ``n_full`` of a random type and level each, or with
     ``chains`` that many types per image, each at every level ``min_level``..5 with one seed per
-    type (a monotone chain, as in the synthetic test), ``n_full`` then being their number."""
+    type (a monotone chain, as in the synthetic test), ``n_full`` then being their number;
+    the ``always`` types are among every image's chains (a failure the random draw rarely
+    teaches enough)."""
     from tqdm import tqdm
 
     from .distortions import apply
@@ -195,7 +197,9 @@ def build_cache(model, pristine: np.ndarray, src_idx: np.ndarray, livec: np.ndar
         row += 1
         bads = []
         if chains:
-            picks = rng.choice(len(types), size=min(chains, len(types)), replace=False)
+            fixed = [types.index(t) for t in always][:chains]
+            rest = [k for k in range(len(types)) if k not in fixed]
+            picks = fixed + list(rng.choice(rest, size=min(chains, len(types)) - len(fixed), replace=False))
             plan = [(str(types[k]), lv, j) for j, k in enumerate(picks) for lv in range(min_level, 6)]
         else:
             plan = [(str(types[int(rng.integers(len(types)))]), int(rng.integers(min_level, 6)), j)
@@ -565,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--min-level", type=int, default=2, help="lowest level of the whole-frame distorted versions")
     ap.add_argument("--chains", type=int, default=0,
                     help="distortion types per image, each at every level from --min-level (replaces --full)")
+    ap.add_argument("--always", nargs="+", default=[], metavar="TYPE",
+                    help="with --chains: distortion types in every image's chains")
     ap.add_argument("--level-rank", type=float, default=0.0,
                     help="weight of cross-type level ranking (0: off); on, distorted frames are no "
                          "longer held to the teacher's scores and maps")
@@ -610,6 +616,11 @@ def run(args: argparse.Namespace) -> dict:
         pristine, names = pristine[keep], [names[i] for i in keep]
     train_src, val_src = split_pristine(names, args.seed, val_images=args.val_images)
     types, skipped = D.usable_distortions()
+    if not set(args.always) <= set(types):
+        raise SystemExit(f"--always: {sorted(set(args.always) - set(types))} not usable here "
+                         f"(usable: {', '.join(types)})")
+    if args.always and not args.chains:
+        raise SystemExit("--always needs --chains")
     model = create_model(name, weights=args.weights)
     start_info = {k: model.weights_info.get(k) for k in ("path", "sha256")}
     timings["load"] = round(time.perf_counter() - t0, 1)
@@ -620,7 +631,7 @@ def run(args: argparse.Namespace) -> dict:
     livec = pack.livec if view.mode == "resize" else native_livec_views(pack.livec_names, view, args.seed)
     cache = build_cache(model, pristine, src_all, livec, types, args.full, args.pasted, args.seed,
                         show_progress=not args.no_progress, min_level=args.min_level, chains=args.chains,
-                        view=view)
+                        view=view, always=tuple(args.always))
     timings["cache"] = round(time.perf_counter() - t, 1)
     print(f"[regions] {name}: cached {len(cache)} rows ({len(train_src)} train + {len(val_src)} val "
           f"pristine images, {int((cache.kind == 3).sum())} livec) in {timings['cache']:.0f} s", flush=True)
